@@ -1,0 +1,479 @@
+//! From findings to CDS Hooks cards, in the requested language.
+//!
+//! Optional fields are omitted, never null or empty (a rule of the specification). Card and
+//! suggestion uuids are derived from the hookInstance, the order and the topic, so the same
+//! request always gives the same response (the command line and the HTTP service agree).
+
+use jakguard_knowledge::{FactorCode, Knowledge, Lang, Topic};
+use jakguard_rules::{Assessment, DoseFinding, Evidence, Factor, Finding, Note, PartialDate};
+use serde::Serialize;
+use serde_json::Value;
+
+pub const TOPIC_SYSTEM: &str = "urn:jakguard:topic";
+pub const OVERRIDE_SYSTEM: &str = "urn:jakguard:override-reason";
+pub const NOTICE_URL: &str = "https://ansm.sante.fr/uploads/2023/04/17/20230417-dhpc-janus-kinase.pdf";
+const UCUM: &str = "http://unitsofmeasure.org";
+
+static NO_DOSE: DoseFinding = DoseFinding {
+    ordered_mg_per_day: 0.0,
+    max_mg_per_day: 0.0,
+    propose_dose_mg: 0.0,
+    propose_per_day: 1,
+    because: Vec::new(),
+    note: None,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Coding {
+    pub system: &'static str,
+    pub code: String,
+    pub display: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Source {
+    pub label: String,
+    pub url: &'static str,
+    pub topic: Coding,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub description: String,
+    #[serde(rename = "resourceId", skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Suggestion {
+    pub label: String,
+    pub uuid: String,
+    #[serde(rename = "isRecommended", skip_serializing_if = "Option::is_none")]
+    pub is_recommended: Option<bool>,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Link {
+    pub label: String,
+    pub url: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FactorOut {
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inferred: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DoseOut {
+    pub ordered_mg_per_day: f64,
+    pub max_mg_per_day: f64,
+    pub proposed_mg: f64,
+    pub proposed_per_day: u32,
+    pub because: Vec<&'static str>,
+}
+
+/// `extension.jakguard`: the machine-readable explanation of a card.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub order: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub molecule: Option<String>,
+    pub factors: Vec<FactorOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dose: Option<DoseOut>,
+    #[serde(rename = "missingKeys", skip_serializing_if = "Vec::is_empty")]
+    pub missing_keys: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
+    #[serde(rename = "knowledgeVersion")]
+    pub knowledge_version: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Extension {
+    pub jakguard: Explanation,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Card {
+    pub uuid: String,
+    pub summary: String,
+    pub detail: String,
+    pub indicator: &'static str,
+    pub source: Source,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub suggestions: Vec<Suggestion>,
+    #[serde(rename = "selectionBehavior", skip_serializing_if = "Option::is_none")]
+    pub selection_behavior: Option<&'static str>,
+    #[serde(rename = "overrideReasons", skip_serializing_if = "Vec::is_empty")]
+    pub override_reasons: Vec<Coding>,
+    pub links: Vec<Link>,
+    pub extension: Extension,
+}
+
+/// Everything a card needs to know about the request.
+pub struct RenderContext<'a> {
+    pub k: &'a Knowledge,
+    pub lang: Lang,
+    pub service_id: &'a str,
+    pub hook_instance: &'a str,
+    /// The raw JSON of each draft order, by reference, for update suggestions.
+    pub draft_raw: &'a dyn Fn(&str) -> Option<&'a str>,
+    /// Strength in mg of one unit of presentation of each order, when known.
+    pub strength_mg: &'a dyn Fn(&str) -> Option<f64>,
+}
+
+/// A deterministic uuid for (request, order, topic, part).
+fn uuid_for(ctx: &RenderContext<'_>, parts: &[&str]) -> String {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6a1c_0f9e_5b1d_4c55_9f0e_2c6b_8d3a_7e41);
+    let name = std::iter::once(ctx.service_id).chain(std::iter::once(ctx.hook_instance)).chain(parts.iter().copied()).collect::<Vec<_>>().join("|");
+    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
+}
+
+fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
+    let mut out = template.to_owned();
+    for (k, v) in pairs {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+fn num(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Keeps a summary under the 140 characters the specification allows.
+fn clip(s: String) -> String {
+    if s.chars().count() < 140 {
+        return s;
+    }
+    let mut out: String = s.chars().take(138).collect();
+    out.push('…');
+    out
+}
+
+fn date_text(d: &Option<PartialDate>) -> Option<String> {
+    d.map(|d| d.to_string())
+}
+
+fn evidence_line(ctx: &RenderContext<'_>, e: &Evidence) -> String {
+    let when = date_text(&e.date).unwrap_or_else(|| ctx.k.texts.get(ctx.lang, "evidence_none").to_owned());
+    format!("{} (`{}`, {})", e.what, e.reference, when)
+}
+
+fn factor_lines(ctx: &RenderContext<'_>, factors: &[Factor]) -> String {
+    let t = &ctx.k.texts;
+    let mut out = String::new();
+    for f in factors {
+        let label = t.get(ctx.lang, &format!("factor.{}", f.code));
+        out.push_str("- **");
+        out.push_str(label);
+        out.push_str("**");
+        if f.inferred {
+            out.push_str(" (");
+            out.push_str(t.get(ctx.lang, "inferred"));
+            out.push(')');
+        }
+        let ev: Vec<String> = f.evidence.iter().map(|e| evidence_line(ctx, e)).collect();
+        if !ev.is_empty() {
+            out.push_str(": ");
+            out.push_str(&ev.join("; "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn override_reasons(ctx: &RenderContext<'_>, codes: &[&str]) -> Vec<Coding> {
+    codes
+        .iter()
+        .map(|c| Coding {
+            system: OVERRIDE_SYSTEM,
+            code: c.to_string(),
+            display: ctx.k.texts.get(ctx.lang, &format!("override.{c}")).to_owned(),
+        })
+        .collect()
+}
+
+fn proposed_text(ctx: &RenderContext<'_>, d: &DoseFinding) -> String {
+    let t = &ctx.k.texts;
+    let times = match d.propose_per_day {
+        1 => t.get(ctx.lang, "dose.once").to_owned(),
+        2 => t.get(ctx.lang, "dose.twice").to_owned(),
+        n => fill(t.get(ctx.lang, "dose.n-times"), &[("n", &n.to_string())]),
+    };
+    fill(t.get(ctx.lang, "dose.proposed"), &[("dose", &num(d.propose_dose_mg)), ("times", &times)])
+}
+
+/// Renders every finding of every assessment, in order.
+pub fn render(ctx: &RenderContext<'_>, assessments: &[Assessment]) -> Vec<Card> {
+    assessments.iter().flat_map(|a| a.findings.iter().map(move |f| card(ctx, a, f))).collect()
+}
+
+fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
+    let k = ctx.k;
+    let t = &k.texts;
+    let lang = ctx.lang;
+    let order = a.order.as_str();
+    let molecule_display = a
+        .molecule
+        .as_deref()
+        .and_then(|m| k.molecule(m))
+        .map(|m| m.display(lang).to_owned())
+        .unwrap_or_else(|| "?".to_owned());
+    let mut molecule_cap = molecule_display.clone();
+    if let Some(first) = molecule_cap.get(..1) {
+        molecule_cap = first.to_uppercase() + &molecule_cap[1..];
+    }
+    let codes: Vec<FactorCode> = f.factors.iter().map(|x| x.code).collect();
+    let count = codes.len().to_string();
+
+    let mut detail = String::new();
+    let mut push = |s: &str| {
+        if !detail.is_empty() {
+            detail.push_str("\n\n");
+        }
+        detail.push_str(s.trim_end());
+    };
+    if a.molecule.is_some() {
+        push(&fill(t.get(lang, "detail.order"), &[("order", order), ("molecule", &molecule_display)]));
+    }
+
+    let mut suggestions = Vec::new();
+    let mut reasons: Vec<&str> = Vec::new();
+    let cancel = |ctx: &RenderContext<'_>| Suggestion {
+        label: fill(t.get(lang, "suggestion.cancel"), &[("molecule", &molecule_display)]),
+        uuid: uuid_for(ctx, &[order, f.topic.as_str(), "cancel"]),
+        is_recommended: None,
+        actions: vec![Action {
+            kind: "delete",
+            description: fill(t.get(lang, "suggestion.cancel-action"), &[("order", order)]),
+            resource_id: Some(order.to_owned()),
+            resource: None,
+        }],
+    };
+    let mut missing_keys = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut dose_out = None;
+
+    let summary = match f.topic {
+        Topic::AnsmRestriction => {
+            push(t.get(lang, "detail.restriction-intro"));
+            push(&factor_lines(ctx, &f.factors));
+            for n in &f.notes {
+                match n {
+                    Note::FormerSmoker { pack_years } => {
+                        push(t.get(lang, "detail.former-smoker"));
+                        if let Some((v, r)) = pack_years {
+                            push(&format!("{} (`{r}`)", fill(t.get(lang, "detail.pack-years"), &[("value", &num(*v))])));
+                        }
+                    }
+                    Note::SkinCancer(e) => push(&format!("{} {}", t.get(lang, "detail.skin-note"), evidence_line(ctx, e))),
+                    _ => {}
+                }
+            }
+            push(t.get(lang, "detail.restriction-advice"));
+            suggestions.push(cancel(ctx));
+            reasons.extend(["no-alternative", "risks-discussed"]);
+            let key = if f.indicator == jakguard_knowledge::Indicator::Critical {
+                "summary.ansm-restriction-critical"
+            } else {
+                "summary.ansm-restriction"
+            };
+            fill(t.get(lang, key), &[("molecule", &molecule_cap), ("count", &count)])
+        }
+        Topic::VteCaution => {
+            push(t.get(lang, "detail.vte-intro"));
+            push(&factor_lines(ctx, &f.factors));
+            if f.notes.contains(&Note::ObesityIsVteRisk) {
+                push(t.get(lang, "detail.vte-obesity"));
+            }
+            push(t.get(lang, "detail.vte-ask"));
+            reasons.extend(["no-alternative", "risks-discussed"]);
+            fill(t.get(lang, "summary.vte-caution"), &[("molecule", &molecule_cap)])
+        }
+        Topic::CtdOffLabel => {
+            push(t.get(lang, "detail.ctd-intro"));
+            push(&factor_lines(ctx, &f.factors));
+            push(t.get(lang, "detail.ctd-risks"));
+            push(t.get(lang, "detail.ctd-dose"));
+            suggestions.push(cancel(ctx));
+            reasons.extend(["expert-opinion", "risks-discussed"]);
+            fill(t.get(lang, "summary.ctd-off-label"), &[("molecule", &molecule_cap)])
+        }
+        Topic::DoseAdjustment => {
+            // The rules always attach the dose to this topic; a zero dose would only read oddly.
+            let d = f.dose.as_ref().unwrap_or(&NO_DOSE);
+            let because: Vec<&str> = d.because.iter().map(|c| t.get(lang, &format!("factor.{c}"))).collect();
+            let proposed = proposed_text(ctx, d);
+            push(&fill(
+                t.get(lang, "detail.dose"),
+                &[("ordered", &num(d.ordered_mg_per_day)), ("max", &num(d.max_mg_per_day)), ("factors", &because.join(", ")), ("proposed", &proposed)],
+            ));
+            if let Some(note) = &d.note {
+                push(t.get(lang, &format!("note.{note}")));
+            }
+            if let Some(resource) = updated_order(ctx, order, d, &proposed) {
+                suggestions.push(Suggestion {
+                    label: fill(t.get(lang, "suggestion.change-dose"), &[("proposed", &proposed)]),
+                    uuid: uuid_for(ctx, &[order, f.topic.as_str(), "change-dose"]),
+                    is_recommended: Some(true),
+                    actions: vec![Action {
+                        kind: "update",
+                        description: fill(t.get(lang, "suggestion.change-dose-action"), &[("order", order), ("proposed", &proposed)]),
+                        resource_id: None,
+                        resource: Some(resource),
+                    }],
+                });
+            }
+            reasons.extend(["expert-opinion", "risks-discussed"]);
+            dose_out = Some(DoseOut {
+                ordered_mg_per_day: d.ordered_mg_per_day,
+                max_mg_per_day: d.max_mg_per_day,
+                proposed_mg: d.propose_dose_mg,
+                proposed_per_day: d.propose_per_day,
+                because: d.because.iter().map(|c| c.as_str()).collect(),
+            });
+            fill(
+                t.get(lang, "summary.dose-adjustment"),
+                &[("molecule", &molecule_cap), ("ordered", &num(d.ordered_mg_per_day)), ("max", &num(d.max_mg_per_day))],
+            )
+        }
+        Topic::BloodCount => {
+            push(&fill(t.get(lang, "detail.blood-count"), &[("molecule", &molecule_display)]));
+            push(&factor_lines(ctx, &f.factors));
+            suggestions.push(cancel(ctx));
+            reasons.push("expert-opinion");
+            let analytes: Vec<&str> =
+                f.factors.iter().flat_map(|x| x.analytes.iter()).map(|a| t.get(lang, &format!("analyte.{a}"))).collect();
+            fill(t.get(lang, "summary.blood-count"), &[("molecule", &molecule_cap), ("analytes", &analytes.join(", "))])
+        }
+        Topic::MissingData => {
+            if f.notes.contains(&Note::OrderUnreadable) {
+                push(&fill(t.get(lang, "detail.order-unreadable"), &[("order", order)]));
+                t.get(lang, "summary.order-unreadable").to_owned()
+            } else {
+                push(t.get(lang, "detail.missing-intro"));
+                let mut lines = String::new();
+                for x in &f.factors {
+                    lines.push_str(&format!("- **{}**", t.get(lang, &format!("factor.{}", x.code))));
+                    if x.code == FactorCode::BloodCountMissing {
+                        let names: Vec<&str> = x.analytes.iter().map(|a| t.get(lang, &format!("analyte.{a}"))).collect();
+                        lines.push_str(": ");
+                        lines.push_str(&fill(t.get(lang, "detail.missing-blood"), &[("analytes", &names.join(", "))]));
+                    }
+                    lines.push('\n');
+                }
+                if !lines.is_empty() {
+                    push(&lines);
+                }
+                for n in &f.notes {
+                    match n {
+                        Note::MissingKeys(keys) => {
+                            missing_keys = keys.clone();
+                            push(&fill(t.get(lang, "detail.missing-keys"), &[("keys", &keys.join(", "))]));
+                        }
+                        Note::Unreadable(items) => {
+                            unreadable = items.clone();
+                            push(&fill(t.get(lang, "detail.unreadable"), &[("items", &items.join("; "))]));
+                        }
+                        _ => {}
+                    }
+                }
+                fill(t.get(lang, "summary.missing-data"), &[("molecule", &molecule_cap)])
+            }
+        }
+    };
+
+    let selection_behavior = (!suggestions.is_empty()).then_some("at-most-one");
+    Card {
+        uuid: uuid_for(ctx, &[order, f.topic.as_str()]),
+        summary: clip(summary),
+        detail,
+        indicator: f.indicator.as_str(),
+        source: Source {
+            label: t.get(lang, "source_label").to_owned(),
+            url: NOTICE_URL,
+            topic: Coding {
+                system: TOPIC_SYSTEM,
+                code: f.topic.as_str().to_owned(),
+                display: t.get(lang, &format!("topic.{}", f.topic)).to_owned(),
+            },
+        },
+        suggestions,
+        selection_behavior,
+        override_reasons: override_reasons(ctx, &reasons),
+        links: vec![Link { label: t.get(lang, "notice_link_label").to_owned(), url: NOTICE_URL, kind: "absolute" }],
+        extension: Extension {
+            jakguard: Explanation {
+                order: order.to_owned(),
+                molecule: a.molecule.clone(),
+                factors: f
+                    .factors
+                    .iter()
+                    .map(|x| FactorOut {
+                        code: x.code.as_str(),
+                        evidence: x.evidence.iter().map(|e| e.reference.to_string()).collect(),
+                        inferred: x.inferred,
+                    })
+                    .collect(),
+                dose: dose_out,
+                missing_keys,
+                unreadable,
+                knowledge_version: k.version().to_owned(),
+            },
+        },
+    }
+}
+
+/// The draft order with its dose changed to the proposal, everything else as the EHR sent it.
+/// Tablets stay tablets when the strength divides the proposed dose.
+fn updated_order(ctx: &RenderContext<'_>, order: &str, d: &DoseFinding, proposed: &str) -> Option<Value> {
+    let raw = (ctx.draft_raw)(order)?;
+    let mut resource: Value = serde_json::from_str(raw).ok()?;
+    let quantity = match (ctx.strength_mg)(order) {
+        Some(s) if s > 0.0 && ((d.propose_dose_mg / s) - (d.propose_dose_mg / s).round()).abs() < 1e-9 => {
+            let original = resource
+                .pointer("/dosageInstruction/0/doseAndRate/0/doseQuantity")
+                .cloned()
+                .filter(|q| q.get("unit").is_some() || q.get("code").is_some());
+            let mut q = original.unwrap_or_else(|| serde_json::json!({}));
+            q["value"] = serde_json::json!((d.propose_dose_mg / s).round());
+            q
+        }
+        _ => serde_json::json!({ "value": d.propose_dose_mg, "unit": "mg", "system": UCUM, "code": "mg" }),
+    };
+    let dosage = serde_json::json!({
+        "text": proposed,
+        "timing": { "repeat": { "frequency": d.propose_per_day, "period": 1, "periodUnit": "d" } },
+        "doseAndRate": [ { "doseQuantity": quantity } ],
+    });
+    let obj = resource.as_object_mut()?;
+    let mut first = obj
+        .get("dosageInstruction")
+        .and_then(|v| v.get(0))
+        .cloned()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    // Keep route, method, sequence... of the original instruction; replace what changes.
+    for key in ["text", "timing", "doseAndRate"] {
+        first[key] = dosage[key].clone();
+    }
+    if let Some(m) = first.as_object_mut() {
+        m.remove("patientInstruction");
+    }
+    obj.insert("dosageInstruction".into(), Value::Array(vec![first]));
+    Some(resource)
+}

@@ -1,0 +1,182 @@
+//! Reading FHIR R4 JSON into the rules' [`Record`] and [`Order`]s, tolerantly and leanly.
+//!
+//! Only the elements the rules read are declared; everything else is skipped by the parser
+//! without being built. Each resource is read on its own, and each element through
+//! [`lenient::Lenient`], so that a malformed resource or element is reported as a
+//! [`DataGap`] instead of sinking the Bundle or the request. Real clients send imperfect FHIR
+//! (the CDS Hooks sandbox sends `category` as an object and Bundles without `type`).
+//!
+//! Invariant: nothing in this crate fails on content. The only inputs refused are those that
+//! are not JSON at all, and the caller (the protocol layer) has already checked that.
+
+pub mod lenient;
+mod resources;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use jakguard_rules::{DataGap, MedicationInfo, Order, Record, ResourceRef};
+use serde_json::value::RawValue;
+
+pub use resources::{Bundle, RawResource};
+
+use resources::Converted;
+
+/// What a prefetch value (or a FHIR server's answer) turned out to be.
+#[derive(Debug)]
+pub enum Fetched<'a> {
+    /// `null`: the client has no data for this key.
+    Null,
+    /// An OperationOutcome, or something that is no resource at all: the data is not there and
+    /// must be fetched or reported.
+    Failed(String),
+    /// A resource or the entries of a Bundle; `next` is the Bundle's next-page link.
+    Resources { resources: Vec<Entry<'a>>, next: Option<String>, unreadable: Vec<String> },
+}
+
+/// One resource with its raw text (kept for suggestions that must send the EHR's resource back).
+#[derive(Debug, Clone)]
+pub struct Entry<'a> {
+    pub full_url: Option<Cow<'a, str>>,
+    pub raw: &'a RawValue,
+    pub resource: RawResource<'a>,
+}
+
+/// Classifies one prefetch value. Never fails.
+pub fn read_value(raw: &RawValue) -> Fetched<'_> {
+    let text = raw.get();
+    if text == "null" {
+        return Fetched::Null;
+    }
+    let Ok(res) = serde_json::from_str::<RawResource>(text) else {
+        return Fetched::Failed("not a FHIR resource".into());
+    };
+    match res.resource_type.as_deref() {
+        Some("OperationOutcome") => Fetched::Failed("the client returned an OperationOutcome".into()),
+        Some("Bundle") => {
+            let bundle: Bundle = match serde_json::from_str(text) {
+                Ok(b) => b,
+                Err(_) => return Fetched::Failed("a Bundle that could not be read".into()),
+            };
+            bundle.into_entries()
+        }
+        Some(_) => Fetched::Resources { resources: vec![Entry { full_url: None, raw, resource: res }], next: None, unreadable: vec![] },
+        None => Fetched::Failed("no resourceType".into()),
+    }
+}
+
+/// Accumulates resources from any number of prefetch keys or fetched pages into a [`Record`].
+#[derive(Debug, Default)]
+pub struct RecordBuilder {
+    record: Record,
+    medications: HashMap<String, MedicationInfo>,
+    pending: Vec<(resources::MedicationUseDraft, Option<String>)>,
+}
+
+impl RecordBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds every resource of a fetched value.
+    pub fn add(&mut self, resources: &[Entry<'_>]) {
+        for e in resources {
+            self.add_one(e);
+        }
+    }
+
+    fn add_one(&mut self, e: &Entry<'_>) {
+        match e.resource.convert() {
+            Converted::Patient(p) => {
+                // The first Patient wins: the `patient` key is read first.
+                if self.record.patient.is_none() {
+                    self.record.patient = Some(p);
+                }
+            }
+            Converted::Condition(c, gaps) => {
+                self.record.gaps.extend(gaps);
+                self.record.conditions.push(c);
+            }
+            Converted::Observation(o, gaps) => {
+                self.record.gaps.extend(gaps);
+                self.record.observations.push(o);
+            }
+            Converted::Medication(id, info) => {
+                self.medications.insert(format!("Medication/{id}"), info.clone());
+                if let Some(url) = &e.full_url {
+                    self.medications.insert(url.to_string(), info);
+                }
+            }
+            Converted::MedicationUse(draft, reference) => self.pending.push((draft, reference)),
+            Converted::Other => {}
+            Converted::Unreadable(what) => self.record.gaps.push(DataGap::Unreadable { what }),
+        }
+    }
+
+    /// Notes a gap (a key that was not provided, an unreadable entry).
+    pub fn gap(&mut self, gap: DataGap) {
+        self.record.gaps.push(gap);
+    }
+
+    /// The record, with medication references resolved against the Medications seen.
+    pub fn finish(mut self) -> Record {
+        for (draft, reference) in std::mem::take(&mut self.pending) {
+            let resolved = reference.as_ref().and_then(|r| self.medications.get(r)).cloned();
+            self.record.medications.push(draft.finish(resolved));
+        }
+        self.record.gaps.sort();
+        self.record.gaps.dedup();
+        self.record
+    }
+}
+
+/// A draft order read from `context.draftOrders`, with its raw JSON.
+#[derive(Debug, Clone)]
+pub struct DraftOrder<'a> {
+    pub order: Order,
+    pub raw: &'a RawValue,
+}
+
+/// Reads the draft MedicationRequests of a `draftOrders` Bundle, resolving
+/// `medicationReference` against the Bundle's Medications and each order's `contained` ones.
+/// Other resource types (ServiceRequest...) are not drafts jakguard checks.
+pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static str> {
+    let bundle: Bundle = serde_json::from_str(raw.get()).map_err(|_| "draftOrders is not a Bundle")?;
+    if bundle.resource_type.as_deref().is_some_and(|t| t != "Bundle") {
+        return Err("draftOrders is not a Bundle");
+    }
+    let entries = match bundle.into_entries() {
+        Fetched::Resources { resources, .. } => resources,
+        _ => Vec::new(),
+    };
+    let mut meds: HashMap<String, MedicationInfo> = HashMap::new();
+    for e in &entries {
+        if let Converted::Medication(id, info) = e.resource.convert() {
+            meds.insert(format!("Medication/{id}"), info.clone());
+            if let Some(url) = &e.full_url {
+                meds.insert(url.to_string(), info);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for e in &entries {
+        if e.resource.resource_type.as_deref() != Some("MedicationRequest") {
+            continue;
+        }
+        if let Converted::MedicationUse(draft, reference) = e.resource.convert() {
+            let resolved = reference.as_ref().and_then(|r| meds.get(r)).cloned();
+            let dosages = e.resource.dosages();
+            let use_ = draft.finish(resolved);
+            out.push(DraftOrder {
+                order: Order { reference: use_.reference, medication: use_.medication, dosages },
+                raw: e.raw,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `Type/id` of a resource, for matching `context.selections`.
+pub fn reference_of(o: &Order) -> &ResourceRef {
+    &o.reference
+}

@@ -1,0 +1,490 @@
+//! The lean shapes of the resources jakguard reads, and their conversion into the rules' model.
+//!
+//! One struct, [`RawResource`], holds the union of the elements read from Patient, Condition,
+//! Observation, Medication, MedicationRequest and MedicationStatement, so that each resource
+//! is parsed once, whatever its type.
+
+use std::borrow::Cow;
+
+use jakguard_rules::*;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::lenient::{Lenient, Many};
+use crate::{Entry, Fetched};
+
+type Str<'a> = Cow<'a, str>;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RCoding<'a> {
+    #[serde(borrow)]
+    system: Option<Str<'a>>,
+    #[serde(borrow)]
+    code: Option<Str<'a>>,
+    #[serde(borrow)]
+    display: Option<Str<'a>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RConcept<'a> {
+    #[serde(borrow, default)]
+    coding: Many<RCoding<'a>>,
+    #[serde(borrow)]
+    text: Option<Lenient<Str<'a>>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RQuantity<'a> {
+    value: Option<f64>,
+    #[serde(borrow)]
+    unit: Option<Str<'a>>,
+    #[serde(borrow)]
+    code: Option<Str<'a>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RReference<'a> {
+    #[serde(borrow)]
+    reference: Option<Str<'a>>,
+    #[serde(borrow)]
+    display: Option<Str<'a>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RPeriod<'a> {
+    #[serde(borrow)]
+    start: Option<Str<'a>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RRepeat<'a> {
+    frequency: Option<f64>,
+    period: Option<f64>,
+    #[serde(borrow)]
+    period_unit: Option<Str<'a>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RTiming<'a> {
+    #[serde(borrow)]
+    repeat: Option<Lenient<RRepeat<'a>>>,
+    #[serde(borrow)]
+    code: Option<Lenient<RConcept<'a>>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RDoseAndRate<'a> {
+    #[serde(borrow)]
+    dose_quantity: Option<Lenient<RQuantity<'a>>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RDosage<'a> {
+    #[serde(borrow)]
+    timing: Option<Lenient<RTiming<'a>>>,
+    #[serde(borrow, default)]
+    dose_and_rate: Many<RDoseAndRate<'a>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RRatio<'a> {
+    #[serde(borrow)]
+    numerator: Option<Lenient<RQuantity<'a>>>,
+    #[serde(borrow)]
+    denominator: Option<Lenient<RQuantity<'a>>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RIngredient<'a> {
+    #[serde(borrow)]
+    strength: Option<Lenient<RRatio<'a>>>,
+}
+
+/// The union of the elements jakguard reads, for every resource type it reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawResource<'a> {
+    #[serde(borrow)]
+    pub resource_type: Option<Str<'a>>,
+    #[serde(borrow)]
+    id: Option<Lenient<Str<'a>>>,
+    // Patient
+    #[serde(borrow)]
+    birth_date: Option<Lenient<Str<'a>>>,
+    // Condition, Observation, Medication
+    #[serde(borrow)]
+    code: Option<Lenient<RConcept<'a>>>,
+    #[serde(borrow)]
+    clinical_status: Option<Lenient<RConcept<'a>>>,
+    #[serde(borrow)]
+    verification_status: Option<Lenient<RConcept<'a>>>,
+    #[serde(borrow)]
+    onset_date_time: Option<Lenient<Str<'a>>>,
+    #[serde(borrow)]
+    recorded_date: Option<Lenient<Str<'a>>>,
+    // Observation, MedicationRequest, MedicationStatement
+    #[serde(borrow)]
+    status: Option<Lenient<Str<'a>>>,
+    #[serde(borrow)]
+    effective_date_time: Option<Lenient<Str<'a>>>,
+    #[serde(borrow)]
+    effective_instant: Option<Lenient<Str<'a>>>,
+    #[serde(borrow)]
+    effective_period: Option<Lenient<RPeriod<'a>>>,
+    #[serde(borrow)]
+    issued: Option<Lenient<Str<'a>>>,
+    #[serde(borrow)]
+    value_quantity: Option<Lenient<RQuantity<'a>>>,
+    #[serde(borrow)]
+    value_codeable_concept: Option<Lenient<RConcept<'a>>>,
+    // MedicationRequest, MedicationStatement
+    #[serde(borrow)]
+    medication_codeable_concept: Option<Lenient<RConcept<'a>>>,
+    #[serde(borrow)]
+    medication_reference: Option<Lenient<RReference<'a>>>,
+    #[serde(borrow, default)]
+    contained: Many<&'a RawValue>,
+    #[serde(borrow, default)]
+    dosage_instruction: Many<RDosage<'a>>,
+    #[serde(borrow)]
+    authored_on: Option<Lenient<Str<'a>>>,
+    #[serde(borrow)]
+    date_asserted: Option<Lenient<Str<'a>>>,
+    // Medication
+    #[serde(borrow, default)]
+    ingredient: Many<RIngredient<'a>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct REntry<'a> {
+    #[serde(borrow)]
+    full_url: Option<Lenient<Str<'a>>>,
+    #[serde(borrow)]
+    resource: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RLink<'a> {
+    #[serde(borrow)]
+    relation: Option<Str<'a>>,
+    #[serde(borrow)]
+    url: Option<Str<'a>>,
+}
+
+/// A Bundle: its entries, read one by one, and its links.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bundle<'a> {
+    #[serde(borrow)]
+    pub resource_type: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    entry: Many<REntry<'a>>,
+    #[serde(borrow, default)]
+    link: Many<RLink<'a>>,
+}
+
+impl<'a> Bundle<'a> {
+    pub(crate) fn into_entries(self) -> Fetched<'a> {
+        let mut unreadable = Vec::new();
+        if self.entry.has_bad() {
+            unreadable.push("a Bundle entry".to_owned());
+        }
+        let mut resources = Vec::new();
+        for (i, e) in self.entry.iter().enumerate() {
+            let Some(raw) = e.resource else { continue };
+            match serde_json::from_str::<RawResource>(raw.get()) {
+                Ok(resource) => resources.push(Entry {
+                    full_url: e.full_url.as_ref().and_then(|u| u.ok().cloned()),
+                    raw,
+                    resource,
+                }),
+                Err(_) => unreadable.push(format!("Bundle entry {}", i + 1)),
+            }
+        }
+        let next = self
+            .link
+            .iter()
+            .find(|l| l.relation.as_deref() == Some("next"))
+            .and_then(|l| l.url.as_deref().map(str::to_owned));
+        Fetched::Resources { resources, next, unreadable }
+    }
+}
+
+/// A MedicationRequest or MedicationStatement waiting for its `medicationReference` to be resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct MedicationUseDraft {
+    reference: ResourceRef,
+    kind: MedicationKind,
+    status: Option<String>,
+    inline: MedicationInfo,
+    date: Option<PartialDate>,
+}
+
+impl MedicationUseDraft {
+    /// Uses the resolved Medication when there is one, else what the order itself says.
+    pub(crate) fn finish(self, resolved: Option<MedicationInfo>) -> MedicationUse {
+        let medication = match resolved {
+            Some(mut m) => {
+                // Keep the reference's display as one more text to recognise.
+                m.concept.codings.extend(self.inline.concept.codings);
+                if m.concept.text.is_none() {
+                    m.concept.text = self.inline.concept.text;
+                }
+                m
+            }
+            None => self.inline,
+        };
+        MedicationUse { reference: self.reference, kind: self.kind, status: self.status, medication, date: self.date }
+    }
+}
+
+pub(crate) enum Converted {
+    Patient(Patient),
+    Condition(Condition, Vec<DataGap>),
+    Observation(Observation, Vec<DataGap>),
+    Medication(String, MedicationInfo),
+    /// A medication use, and the key of the Medication it references (`Medication/x`, `#x`...).
+    MedicationUse(MedicationUseDraft, Option<String>),
+    Other,
+    Unreadable(String),
+}
+
+fn text(v: &Option<Lenient<Str<'_>>>) -> Option<String> {
+    v.as_ref().and_then(Lenient::ok).map(|s| s.to_string())
+}
+
+fn date(v: &Option<Lenient<Str<'_>>>) -> Option<PartialDate> {
+    v.as_ref().and_then(Lenient::ok).and_then(|s| PartialDate::parse(s))
+}
+
+fn system_of(uri: &str) -> CodeSystem {
+    let u = uri.to_ascii_lowercase();
+    if u == "http://snomed.info/sct" || u.starts_with("http://snomed.info/") {
+        CodeSystem::Snomed
+    } else if u == "http://loinc.org" {
+        CodeSystem::Loinc
+    } else if u.contains("rxnorm") {
+        CodeSystem::RxNorm
+    } else if u.contains("whocc.no/atc") || u.ends_with("/atc") || u == "atc" {
+        CodeSystem::Atc
+    } else if u.contains("icd-10") || u.contains("icd10") || u.contains("cim-10") || u.contains("cim10") {
+        // WHO, ICD-10-CM and the French CIM-10 (various URIs): the code is normalised later.
+        // ICD-10-PCS is a procedure coding system, not a diagnosis one.
+        if u.contains("pcs") {
+            CodeSystem::Other
+        } else {
+            CodeSystem::Icd10
+        }
+    } else {
+        CodeSystem::Other
+    }
+}
+
+fn concept(c: &RConcept<'_>) -> Concept {
+    Concept {
+        codings: c
+            .coding
+            .iter()
+            .filter_map(|cd| {
+                let code = cd.code.as_deref()?.trim();
+                if code.is_empty() {
+                    return None;
+                }
+                Some(Coding {
+                    system: cd.system.as_deref().map_or(CodeSystem::Other, system_of),
+                    code: code.to_owned(),
+                    display: cd.display.as_deref().map(str::to_owned),
+                })
+            })
+            .collect(),
+        text: text(&c.text),
+    }
+}
+
+fn status_code(c: &Option<Lenient<RConcept<'_>>>) -> Option<String> {
+    c.as_ref().and_then(Lenient::ok).and_then(|c| c.coding.iter().find_map(|cd| cd.code.as_deref().map(str::to_owned)))
+}
+
+fn quantity(q: &RQuantity<'_>) -> Option<Quantity> {
+    Some(Quantity { value: q.value?, unit: q.code.as_deref().or(q.unit.as_deref()).map(|u| u.trim().to_owned()) })
+}
+
+impl<'a> RawResource<'a> {
+    fn reference(&self, resource_type: &str) -> ResourceRef {
+        let id = self.id.as_ref().and_then(Lenient::ok).map(|s| s.as_ref());
+        ResourceRef::new(resource_type, id)
+    }
+
+    pub(crate) fn convert(&self) -> Converted {
+        let Some(rt) = self.resource_type.as_deref() else {
+            return Converted::Unreadable("a resource without resourceType".into());
+        };
+        let reference = self.reference(rt);
+        match rt {
+            "Patient" => Converted::Patient(Patient { reference, birth_date: date(&self.birth_date) }),
+            "Condition" => {
+                let mut gaps = Vec::new();
+                let code = match &self.code {
+                    Some(Lenient::Ok(c)) => concept(c),
+                    Some(Lenient::Bad) => {
+                        gaps.push(DataGap::Unreadable { what: format!("{reference} (code)") });
+                        Concept::default()
+                    }
+                    None => Concept::default(),
+                };
+                if self.clinical_status.as_ref().is_some_and(Lenient::is_bad) {
+                    gaps.push(DataGap::Unreadable { what: format!("{reference} (clinicalStatus)") });
+                }
+                Converted::Condition(
+                    Condition {
+                        reference,
+                        code,
+                        clinical_status: status_code(&self.clinical_status),
+                        verification_status: status_code(&self.verification_status),
+                        date: date(&self.onset_date_time).or_else(|| date(&self.recorded_date)),
+                    },
+                    gaps,
+                )
+            }
+            "Observation" => {
+                let mut gaps = Vec::new();
+                let code = match &self.code {
+                    Some(Lenient::Ok(c)) => concept(c),
+                    Some(Lenient::Bad) => {
+                        gaps.push(DataGap::Unreadable { what: format!("{reference} (code)") });
+                        Concept::default()
+                    }
+                    None => Concept::default(),
+                };
+                let value = match (&self.value_quantity, &self.value_codeable_concept) {
+                    (Some(Lenient::Ok(q)), _) => quantity(q).map_or(ObservationValue::None, ObservationValue::Quantity),
+                    (_, Some(Lenient::Ok(c))) => ObservationValue::Concept(concept(c)),
+                    (Some(Lenient::Bad), _) | (_, Some(Lenient::Bad)) => {
+                        gaps.push(DataGap::Unreadable { what: format!("{reference} (value)") });
+                        ObservationValue::None
+                    }
+                    _ => ObservationValue::None,
+                };
+                let effective = date(&self.effective_date_time)
+                    .or_else(|| date(&self.effective_instant))
+                    .or_else(|| {
+                        self.effective_period
+                            .as_ref()
+                            .and_then(Lenient::ok)
+                            .and_then(|p| p.start.as_deref().and_then(PartialDate::parse))
+                    })
+                    .or_else(|| date(&self.issued));
+                Converted::Observation(
+                    Observation { reference, status: text(&self.status), code, effective, value },
+                    gaps,
+                )
+            }
+            "Medication" => {
+                let id = self.id.as_ref().and_then(Lenient::ok).map(|s| s.to_string()).unwrap_or_default();
+                Converted::Medication(id, self.medication_info_of_medication())
+            }
+            "MedicationRequest" | "MedicationStatement" => {
+                let kind = if rt == "MedicationRequest" { MedicationKind::Request } else { MedicationKind::Statement };
+                let (inline, target) = self.inline_medication();
+                let date = date(&self.authored_on)
+                    .or_else(|| date(&self.effective_date_time))
+                    .or_else(|| date(&self.date_asserted));
+                Converted::MedicationUse(
+                    MedicationUseDraft { reference, kind, status: text(&self.status), inline, date },
+                    target,
+                )
+            }
+            _ => Converted::Other,
+        }
+    }
+
+    /// What a Medication resource says: its code and its ingredients' strengths.
+    fn medication_info_of_medication(&self) -> MedicationInfo {
+        let (concept, unreadable) = match &self.code {
+            Some(Lenient::Ok(c)) => (concept(c), false),
+            Some(Lenient::Bad) => (Concept::default(), true),
+            None => (Concept::default(), false),
+        };
+        let strengths = self
+            .ingredient
+            .iter()
+            .filter_map(|i| i.strength.as_ref()?.ok())
+            .filter_map(|r| {
+                let numerator = quantity(r.numerator.as_ref()?.ok()?)?;
+                let denominator = r.denominator.as_ref().and_then(Lenient::ok).and_then(quantity);
+                Some(Strength { numerator, denominator })
+            })
+            .collect();
+        MedicationInfo { concept, strengths, unreadable }
+    }
+
+    /// The medication as the order states it, resolving `#contained` references here; other
+    /// references are returned to be resolved against the Bundle.
+    fn inline_medication(&self) -> (MedicationInfo, Option<String>) {
+        if let Some(m) = &self.medication_codeable_concept {
+            return match m {
+                Lenient::Ok(c) => (MedicationInfo { concept: concept(c), ..Default::default() }, None),
+                Lenient::Bad => (MedicationInfo { unreadable: true, ..Default::default() }, None),
+            };
+        }
+        let Some(r) = &self.medication_reference else {
+            return (MedicationInfo::default(), None);
+        };
+        let Lenient::Ok(r) = r else {
+            return (MedicationInfo { unreadable: true, ..Default::default() }, None);
+        };
+        let display = MedicationInfo {
+            concept: Concept { codings: vec![], text: r.display.as_deref().map(str::to_owned) },
+            ..Default::default()
+        };
+        let Some(target) = r.reference.as_deref() else {
+            let unreadable = display.concept.text.is_none();
+            return (MedicationInfo { unreadable, ..display }, None);
+        };
+        if let Some(local) = target.strip_prefix('#') {
+            for raw in self.contained.iter() {
+                let Ok(res) = serde_json::from_str::<RawResource>(raw.get()) else { continue };
+                let id = res.id.as_ref().and_then(Lenient::ok).map(|s| s.as_ref());
+                if res.resource_type.as_deref() == Some("Medication") && id == Some(local) {
+                    let mut info = res.medication_info_of_medication();
+                    if info.concept.text.is_none() {
+                        info.concept.text = display.concept.text.clone();
+                    }
+                    return (info, None);
+                }
+            }
+            let unreadable = display.concept.text.is_none();
+            return (MedicationInfo { unreadable, ..display }, None);
+        }
+        // Resolved later against the Bundle; until then, the display is all there is. An
+        // unresolvable reference without display is flagged by the caller's lookup failing.
+        let unreadable = display.concept.text.is_none();
+        (MedicationInfo { unreadable, ..display }, Some(target.to_owned()))
+    }
+
+    /// The dosage instructions of a MedicationRequest.
+    pub fn dosages(&self) -> Vec<Dosage> {
+        self.dosage_instruction
+            .iter()
+            .map(|d| {
+                let timing = d.timing.as_ref().and_then(Lenient::ok);
+                let repeat = timing.and_then(|t| t.repeat.as_ref()?.ok());
+                let timing_code = timing
+                    .and_then(|t| t.code.as_ref()?.ok())
+                    .and_then(|c| c.coding.iter().find_map(|cd| cd.code.as_deref().map(str::to_owned)));
+                let dose = d.dose_and_rate.iter().find_map(|dr| dr.dose_quantity.as_ref()?.ok().and_then(quantity));
+                Dosage {
+                    dose,
+                    frequency: repeat.and_then(|r| r.frequency),
+                    period: repeat.and_then(|r| r.period),
+                    period_unit: repeat.and_then(|r| r.period_unit.as_deref().map(str::to_owned)),
+                    timing_code,
+                }
+            })
+            .collect()
+    }
+}

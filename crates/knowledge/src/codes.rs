@@ -1,0 +1,285 @@
+//! Code matching: ICD-10 patterns in any flavour, ATC prefixes, and words of free text.
+//!
+//! Everything here is pure and total: a code that cannot be normalised simply matches nothing.
+
+use std::collections::HashSet;
+
+/// Normalises an ICD-10 code of any flavour (WHO, ICD-10-CM, French CIM-10) for comparison:
+/// upper case, without the dot, spaces, dashes or the French "+" extensions.
+/// `"m32.1"`, `"M321"` and `"M32.1+"` all give `"M321"`.
+pub fn normalize_icd10(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// One entry of an ICD-10 list: a code or a range, included or excluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IcdPattern {
+    lo: String,
+    hi: String,
+    exclude: bool,
+}
+
+impl IcdPattern {
+    fn parse(text: &str) -> Result<Self, String> {
+        let (exclude, body) = match text.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (lo, hi) = match body.split_once('-') {
+            Some((a, b)) => (normalize_icd10(a), normalize_icd10(b)),
+            None => (normalize_icd10(body), normalize_icd10(body)),
+        };
+        let well_formed = |s: &str| {
+            s.len() >= 3
+                && s.as_bytes()[0].is_ascii_uppercase()
+                && s[1..3].bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        };
+        if !well_formed(&lo) || !well_formed(&hi) {
+            return Err(format!("`{text}` is not an ICD-10 code or range (e.g. `I10`, `I20-I25`, `!C44`)"));
+        }
+        if lo.len() != hi.len() || lo > hi {
+            return Err(format!("`{text}`: a range needs two codes of the same length, lowest first"));
+        }
+        Ok(IcdPattern { lo, hi, exclude })
+    }
+
+    /// How specific the pattern is: the number of characters it fixes.
+    fn specificity(&self) -> usize {
+        self.lo.len()
+    }
+
+    fn matches(&self, normalized: &str) -> bool {
+        if normalized.len() < self.lo.len() {
+            return false;
+        }
+        let prefix = &normalized[..self.lo.len()];
+        prefix >= self.lo.as_str() && prefix <= self.hi.as_str()
+    }
+}
+
+/// A list of ICD-10 patterns; the most specific matching pattern decides, so exclusions can
+/// carve holes in ranges and inclusions can fill holes in exclusions.
+#[derive(Debug, Clone, Default)]
+pub struct IcdList {
+    patterns: Vec<IcdPattern>,
+}
+
+impl IcdList {
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let patterns = entries.iter().map(|e| IcdPattern::parse(e)).collect::<Result<_, _>>()?;
+        Ok(IcdList { patterns })
+    }
+
+    /// Whether an already normalised code is in the list.
+    pub fn contains(&self, normalized: &str) -> bool {
+        let mut best: Option<&IcdPattern> = None;
+        for p in self.patterns.iter().filter(|p| p.matches(normalized)) {
+            best = match best {
+                None => Some(p),
+                Some(b) if p.specificity() > b.specificity() => Some(p),
+                // On a tie, an explicit exclusion wins.
+                Some(b) if p.specificity() == b.specificity() && p.exclude => Some(p),
+                Some(b) => Some(b),
+            };
+        }
+        matches!(best, Some(p) if !p.exclude)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+}
+
+/// A set of exact codes (SNOMED CT, RxNorm, LOINC).
+#[derive(Debug, Clone, Default)]
+pub struct CodeSet(HashSet<String>);
+
+impl CodeSet {
+    pub fn parse(entries: &[String], what: &str) -> Result<Self, String> {
+        let mut set = HashSet::new();
+        for e in entries {
+            let e = e.trim();
+            if e.is_empty() || e.chars().any(char::is_whitespace) {
+                return Err(format!("`{e}` is not a {what} code"));
+            }
+            set.insert(e.to_owned());
+        }
+        Ok(CodeSet(set))
+    }
+
+    pub fn contains(&self, code: &str) -> bool {
+        self.0.contains(code.trim())
+    }
+
+    pub fn codes(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// ATC codes or prefixes; the longest matching prefix is reported so that callers can prefer
+/// the most specific entry (`L04AF01` over `L04AF`).
+#[derive(Debug, Clone, Default)]
+pub struct AtcList(Vec<String>);
+
+impl AtcList {
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for e in entries {
+            let n: String = e.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_uppercase();
+            if n.is_empty() || !n.as_bytes()[0].is_ascii_uppercase() {
+                return Err(format!("`{e}` is not an ATC code or prefix"));
+            }
+            out.push(n);
+        }
+        Ok(AtcList(out))
+    }
+
+    /// Length of the longest entry that prefixes `code`, if any.
+    pub fn match_len(&self, code: &str) -> Option<usize> {
+        let code = code.trim().to_ascii_uppercase();
+        self.0.iter().filter(|p| code.starts_with(p.as_str())).map(|p| p.len()).max()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Splits free text into lower-case words without accents, so that
+/// `"XELJANZ 5 mg, comprimé pelliculé"` gives `["xeljanz", "5", "mg", "comprime", "pellicule"]`.
+pub fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in text.chars() {
+        let folded = fold_char(c);
+        match folded {
+            Some(s) => cur.push_str(s),
+            None if c.is_alphanumeric() => cur.extend(c.to_lowercase()),
+            None => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn fold_char(c: char) -> Option<&'static str> {
+    Some(match c {
+        'a'..='z' | '0'..='9' => return None,
+        'A'..='Z' => return None,
+        'à' | 'â' | 'ä' | 'á' | 'ã' | 'å' | 'À' | 'Â' | 'Ä' | 'Á' => "a",
+        'ç' | 'Ç' => "c",
+        'é' | 'è' | 'ê' | 'ë' | 'É' | 'È' | 'Ê' | 'Ë' => "e",
+        'î' | 'ï' | 'í' | 'ì' | 'Î' | 'Ï' => "i",
+        'ô' | 'ö' | 'ó' | 'ò' | 'õ' | 'Ô' | 'Ö' => "o",
+        'ù' | 'û' | 'ü' | 'ú' | 'Ù' | 'Û' | 'Ü' => "u",
+        'ÿ' => "y",
+        'ñ' => "n",
+        'œ' | 'Œ' => "oe",
+        'æ' | 'Æ' => "ae",
+        _ => return None,
+    })
+}
+
+/// Names (single words or phrases) matched as whole words in free text.
+#[derive(Debug, Clone, Default)]
+pub struct NameList(Vec<Vec<String>>);
+
+impl NameList {
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for e in entries {
+            let w = words(e);
+            if w.is_empty() {
+                return Err(format!("`{e}` has no word to match"));
+            }
+            out.push(w);
+        }
+        Ok(NameList(out))
+    }
+
+    /// Whether one of the names appears, as consecutive whole words, in `text_words`.
+    pub fn found_in(&self, text_words: &[String]) -> bool {
+        self.0.iter().any(|name| text_words.windows(name.len()).any(|w| w == name.as_slice()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(e: &[&str]) -> IcdList {
+        IcdList::parse(&e.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn icd10_flavours_normalise_to_the_same_code() {
+        assert_eq!(normalize_icd10("m32.1"), "M321");
+        assert_eq!(normalize_icd10("M321"), "M321");
+        assert_eq!(normalize_icd10(" M32.1+ "), "M321");
+    }
+
+    #[test]
+    fn icd10_ranges_cover_their_children() {
+        let l = list(&["I20-I25"]);
+        assert!(l.contains("I20"));
+        assert!(l.contains("I219"));
+        assert!(l.contains("I2510"));
+        assert!(!l.contains("I26"));
+        assert!(!l.contains("I1"));
+    }
+
+    #[test]
+    fn the_most_specific_icd10_pattern_decides() {
+        let l = list(&["C00-C97", "!C44", "Z85", "!Z85.82", "Z85.820"]);
+        assert!(l.contains("C50912"));
+        assert!(!l.contains("C449"));
+        assert!(l.contains("Z853"));
+        assert!(!l.contains("Z85828"));
+        assert!(l.contains("Z85820"));
+    }
+
+    #[test]
+    fn malformed_icd10_patterns_are_refused() {
+        assert!(IcdList::parse(&["10".to_string()]).is_err());
+        assert!(IcdList::parse(&["I25-I20".to_string()]).is_err());
+    }
+
+    #[test]
+    fn words_fold_case_and_accents() {
+        assert_eq!(words("XELJANZ 5 mg, comprimé pelliculé"), ["xeljanz", "5", "mg", "comprime", "pellicule"]);
+        assert_eq!(words("Œstradiol"), ["oestradiol"]);
+    }
+
+    #[test]
+    fn names_match_whole_words_only() {
+        let n = NameList::parse(&["rinvoq".into(), "ethinyl estradiol".into()]).unwrap();
+        assert!(n.found_in(&words("RINVOQ 15 mg")));
+        assert!(!n.found_in(&words("rinvoqx")));
+        assert!(n.found_in(&words("levonorgestrel / ethinyl estradiol 0.1 mg")));
+    }
+
+    #[test]
+    fn atc_reports_the_longest_prefix() {
+        let a = AtcList::parse(&["L04AF".into(), "L04AF01".into()]).unwrap();
+        assert_eq!(a.match_len("L04AF01"), Some(7));
+        assert_eq!(a.match_len("L04AF02"), Some(5));
+        assert_eq!(a.match_len("L04AA"), None);
+    }
+}

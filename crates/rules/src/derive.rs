@@ -1,0 +1,293 @@
+//! From the record to the patient's risk profile: the factors that do not depend on which
+//! molecule is ordered, derived once per request.
+
+use std::collections::BTreeMap;
+
+use jakguard_knowledge::codes::{normalize_icd10, words};
+use jakguard_knowledge::{Analyte, ConditionMatcher, FactorCode, FactorKind, Knowledge, Topic, TreatmentMatcher};
+
+use crate::date::{Date, PartialDate};
+use crate::model::*;
+
+/// Verification statuses that mean the condition is not the patient's.
+const NOT_THE_PATIENTS: [&str; 2] = ["refuted", "entered-in-error"];
+/// Clinical statuses under which a *state* counts (absent counts too).
+const ACTIVE: [&str; 3] = ["active", "recurrence", "relapse"];
+
+/// A blood-count result in the analyte's canonical unit.
+#[derive(Debug, Clone)]
+pub(crate) struct BloodResult {
+    pub value: f64,
+    pub evidence: Evidence,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Profile {
+    factors: BTreeMap<FactorCode, Factor>,
+    pub smoking_known: bool,
+    pub birth_date_known: bool,
+    pub pack_years: Option<(f64, ResourceRef)>,
+    pub skin_notes: Vec<Evidence>,
+    pub blood: BTreeMap<Analyte, BloodResult>,
+    /// Observations the rules needed but could not read (unknown unit...).
+    pub unreadable: Vec<String>,
+}
+
+impl Profile {
+    pub fn derive(k: &Knowledge, record: &Record, today: Date) -> Profile {
+        let mut p = Profile::default();
+        p.age(record, today);
+        p.conditions(k, record);
+        p.smoking(k, record);
+        p.bmi(k, record);
+        p.treatments(k, record);
+        p.blood_counts(k, record, today);
+        for f in p.factors.values_mut() {
+            f.evidence.sort_by(|a, b| a.reference.cmp(&b.reference).then_with(|| a.what.cmp(&b.what)));
+            f.evidence.dedup();
+        }
+        p.skin_notes.sort_by(|a, b| a.reference.cmp(&b.reference));
+        p
+    }
+
+    pub fn has(&self, code: FactorCode) -> bool {
+        self.factors.contains_key(&code)
+    }
+
+    /// The factors of one card topic, in contract order.
+    pub fn factors_of(&self, topic: Topic) -> Vec<Factor> {
+        self.factors.values().filter(|f| f.code.topic() == topic).cloned().collect()
+    }
+
+    /// Every factor code present (for dose limits).
+    pub fn present_codes(&self) -> Vec<FactorCode> {
+        self.factors.keys().copied().collect()
+    }
+
+    fn add(&mut self, code: FactorCode, evidence: Evidence, inferred: bool) {
+        let f = self.factors.entry(code).or_insert_with(|| Factor {
+            code,
+            evidence: vec![],
+            inferred,
+            analytes: vec![],
+        });
+        // A factor established by a record (not inferred) drops treatment-only evidence.
+        if f.inferred && !inferred {
+            f.inferred = false;
+            f.evidence.clear();
+        }
+        if f.inferred == inferred {
+            f.evidence.push(evidence);
+        }
+    }
+
+    fn age(&mut self, record: &Record, today: Date) {
+        let Some(patient) = &record.patient else { return };
+        let Some(born) = patient.birth_date else { return };
+        self.birth_date_known = true;
+        // A partial date counts if the patient may already be 65: take the earliest day.
+        if born.earliest().years_until(today) >= 65 {
+            let what = format!("born {born}");
+            self.add(FactorCode::Age65Plus, Evidence { reference: patient.reference.clone(), what, date: Some(born) }, false);
+        }
+    }
+
+    fn conditions(&mut self, k: &Knowledge, record: &Record) {
+        for c in &record.conditions {
+            if c.verification_status.as_deref().is_some_and(|v| NOT_THE_PATIENTS.contains(&v)) {
+                continue;
+            }
+            let active = c.clinical_status.as_deref().is_none_or(|s| ACTIVE.contains(&s));
+            for def in &k.factors {
+                if def.kind == FactorKind::Treatment || (def.kind == FactorKind::State && !active) {
+                    continue;
+                }
+                if let Some(code) = matching_code(&def.conditions, &c.code) {
+                    let what = describe(&c.code, code);
+                    self.add(def.code, Evidence { reference: c.reference.clone(), what, date: c.date }, false);
+                }
+            }
+            if let Some(code) = matching_code(&k.skin_note, &c.code) {
+                let what = describe(&c.code, code);
+                self.skin_notes.push(Evidence { reference: c.reference.clone(), what, date: c.date });
+            }
+        }
+        if self.has(FactorCode::SmokerCurrent) || self.has(FactorCode::SmokerFormer) {
+            self.smoking_known = true;
+        }
+    }
+
+    fn smoking(&mut self, k: &Knowledge, record: &Record) {
+        let rules = &k.observations.smoking;
+        let status = latest(k, record, |o| has_code(&o.code, CodeSystem::Loinc, |c| rules.loinc.contains(c)));
+        if let Some(o) = status {
+            if let ObservationValue::Concept(answer) = &o.value {
+                let snomed = |set: &jakguard_knowledge::codes::CodeSet| {
+                    answer.codings.iter().find(|c| c.system == CodeSystem::Snomed && set.contains(&c.code))
+                };
+                let ev = |c: &Coding| Evidence {
+                    reference: o.reference.clone(),
+                    what: describe(answer, &c.code),
+                    date: o.effective,
+                };
+                if let Some(c) = snomed(&rules.current) {
+                    self.add(FactorCode::SmokerCurrent, ev(c), false);
+                    self.smoking_known = true;
+                } else if let Some(c) = snomed(&rules.former) {
+                    self.add(FactorCode::SmokerFormer, ev(c), false);
+                    self.smoking_known = true;
+                } else if snomed(&rules.never).is_some() {
+                    self.smoking_known = true;
+                }
+            }
+        }
+        // Current smoking supersedes a former-smoker record.
+        if self.has(FactorCode::SmokerCurrent) {
+            self.factors.remove(&FactorCode::SmokerFormer);
+        }
+        let packs = latest(k, record, |o| {
+            has_code(&o.code, CodeSystem::Snomed, |c| rules.pack_years_snomed.contains(c))
+                || has_code(&o.code, CodeSystem::Loinc, |c| rules.pack_years_loinc.contains(c))
+        });
+        if let Some(o) = packs {
+            if let ObservationValue::Quantity(q) = &o.value {
+                self.pack_years = Some((q.value, o.reference.clone()));
+            }
+        }
+    }
+
+    fn bmi(&mut self, k: &Knowledge, record: &Record) {
+        let rules = &k.observations.bmi;
+        let Some(o) = latest(k, record, |o| has_code(&o.code, CodeSystem::Loinc, |c| rules.loinc.contains(c))) else {
+            return;
+        };
+        let ObservationValue::Quantity(q) = &o.value else {
+            self.unreadable.push(format!("{} (BMI without a value)", o.reference));
+            return;
+        };
+        if let Some(unit) = &q.unit {
+            if !rules.units.iter().any(|u| u == unit) {
+                self.unreadable.push(format!("{} (BMI in unknown unit `{unit}`)", o.reference));
+                return;
+            }
+        }
+        if q.value >= rules.obese_at_least {
+            let what = format!("BMI {} kg/m2", fmt_num(q.value));
+            self.add(FactorCode::Obesity, Evidence { reference: o.reference.clone(), what, date: o.effective }, false);
+        }
+    }
+
+    fn treatments(&mut self, k: &Knowledge, record: &Record) {
+        for m in &record.medications {
+            if !m.status.as_deref().is_none_or(|s| s == "active") {
+                continue;
+            }
+            let text_words: Vec<String> = m.medication.concept.texts().flat_map(words).collect();
+            for def in &k.factors {
+                if def.treatment.is_empty() || !treats(&def.treatment, &m.medication.concept, &text_words) {
+                    continue;
+                }
+                let inferred = def.kind != FactorKind::Treatment;
+                let what = m.medication.concept.label();
+                self.add(def.code, Evidence { reference: m.reference.clone(), what, date: m.date }, inferred);
+            }
+        }
+    }
+
+    fn blood_counts(&mut self, k: &Knowledge, record: &Record, today: Date) {
+        let window = k.observations.blood.window_days;
+        let today_days = today.days_since_epoch();
+        for def in &k.observations.blood.analytes {
+            let mut candidates: Vec<&Observation> = record
+                .observations
+                .iter()
+                .filter(|o| k.observations.is_final(o.status.as_deref()))
+                .filter(|o| has_code(&o.code, CodeSystem::Loinc, |c| def.loinc.contains(c)))
+                .filter(|o| {
+                    o.effective.is_some_and(|d| {
+                        let age = today_days - d.latest().days_since_epoch();
+                        age <= window
+                    })
+                })
+                .collect();
+            candidates.sort_by(|a, b| order_latest(a, b));
+            for o in candidates {
+                let ObservationValue::Quantity(q) = &o.value else {
+                    self.unreadable.push(format!("{} ({} without a value)", o.reference, def.analyte));
+                    continue;
+                };
+                let Some(factor) = q.unit.as_deref().and_then(|u| def.conversion(u)) else {
+                    let unit = q.unit.as_deref().unwrap_or("no unit");
+                    self.unreadable.push(format!("{} ({} in unknown unit `{unit}`)", o.reference, def.analyte));
+                    continue;
+                };
+                let value = q.value * factor;
+                let what = format!("{} {} {}", o.code.label(), fmt_num(value), def.canonical_unit);
+                self.blood.insert(
+                    def.analyte,
+                    BloodResult { value, evidence: Evidence { reference: o.reference.clone(), what, date: o.effective } },
+                );
+                break;
+            }
+        }
+    }
+}
+
+/// The latest final Observation satisfying `pred`; ties are broken by reference so that the
+/// order of the record never matters.
+fn latest<'r>(k: &Knowledge, record: &'r Record, pred: impl Fn(&Observation) -> bool) -> Option<&'r Observation> {
+    record
+        .observations
+        .iter()
+        .filter(|o| k.observations.is_final(o.status.as_deref()) && pred(o))
+        .min_by(|a, b| order_latest(a, b))
+}
+
+/// Orders Observations latest first, then by reference.
+fn order_latest(a: &Observation, b: &Observation) -> std::cmp::Ordering {
+    let key = |o: &Observation| o.effective.map(PartialDate::sort_key).unwrap_or(i64::MIN);
+    key(b).cmp(&key(a)).then_with(|| a.reference.cmp(&b.reference))
+}
+
+fn has_code(concept: &Concept, system: CodeSystem, pred: impl Fn(&str) -> bool) -> bool {
+    concept.codings.iter().any(|c| c.system == system && pred(&c.code))
+}
+
+/// The first coding of `concept` that the matcher recognises.
+fn matching_code<'c>(m: &ConditionMatcher, concept: &'c Concept) -> Option<&'c str> {
+    concept.codings.iter().find_map(|c| {
+        let hit = match c.system {
+            CodeSystem::Icd10 => m.icd10.contains(&normalize_icd10(&c.code)),
+            CodeSystem::Snomed => m.snomed.contains(&c.code),
+            _ => false,
+        };
+        hit.then_some(c.code.as_str())
+    })
+}
+
+fn treats(t: &TreatmentMatcher, concept: &Concept, text_words: &[String]) -> bool {
+    concept.codings.iter().any(|c| match c.system {
+        CodeSystem::RxNorm => t.rxnorm.contains(&c.code),
+        CodeSystem::Atc => t.atc.match_len(&c.code).is_some(),
+        _ => false,
+    }) || t.names.found_in(text_words)
+}
+
+/// "Essential hypertension (I10)".
+fn describe(concept: &Concept, code: &str) -> String {
+    match concept.texts().next() {
+        Some(label) => format!("{label} ({code})"),
+        None => code.to_owned(),
+    }
+}
+
+/// A number without useless decimals: 5, 0.45, 12.5.
+pub(crate) fn fmt_num(v: f64) -> String {
+    let s = format!("{:.3}", v);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-0" {
+        "0".into()
+    } else {
+        s.to_owned()
+    }
+}

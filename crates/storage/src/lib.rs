@@ -1,0 +1,54 @@
+//! Feedback storage behind one seam, [`FeedbackStore`].
+//!
+//! Today the only store is [`MemoryStore`]: feedback is kept for the life of the process.
+//! Durable storage (SQLite by default, PostgreSQL for several replicas) plugs in behind the
+//! same trait; the HTTP layer answers 200 only after `store` has returned `Ok`, which is the
+//! invariant a durable store must keep (acknowledged means stored).
+
+use std::sync::Mutex;
+
+use jakguard_cds::feedback::FeedbackItem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the feedback store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One stored feedback item and the service it was posted to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFeedback {
+    pub service: String,
+    pub item: FeedbackItem,
+}
+
+pub trait FeedbackStore: Send + Sync {
+    /// Stores every item, or none; returns only once they are stored.
+    fn store(&self, service: &str, items: &[FeedbackItem]) -> Result<(), StorageError>;
+    /// Whether the store can take writes now (readiness).
+    fn ready(&self) -> bool;
+    /// Everything stored, oldest first (reports and tests).
+    fn all(&self) -> Result<Vec<StoredFeedback>, StorageError>;
+}
+
+/// Keeps feedback in memory, for development and until durable storage lands.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    items: Mutex<Vec<StoredFeedback>>,
+}
+
+impl FeedbackStore for MemoryStore {
+    fn store(&self, service: &str, items: &[FeedbackItem]) -> Result<(), StorageError> {
+        let mut all = self.items.lock().map_err(|_| StorageError::Unavailable("poisoned lock".into()))?;
+        all.extend(items.iter().cloned().map(|item| StoredFeedback { service: service.to_owned(), item }));
+        Ok(())
+    }
+
+    fn ready(&self) -> bool {
+        !self.items.is_poisoned()
+    }
+
+    fn all(&self) -> Result<Vec<StoredFeedback>, StorageError> {
+        Ok(self.items.lock().map_err(|_| StorageError::Unavailable("poisoned lock".into()))?.clone())
+    }
+}

@@ -1,0 +1,164 @@
+//! `jakguard`: the command line. `serve` runs the CDS Hooks service; `eval` prints the
+//! response the service would give to one request.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use jakguard_knowledge::{Knowledge, Lang};
+use jakguard_server::{Application, Config};
+
+#[derive(Parser)]
+#[command(name = "jakguard", version, about = "CDS Hooks service that checks JAK inhibitor orders against the 2023 ANSM/EMA restrictions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (defaults: 127.0.0.1:8080, embedded knowledge).
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        bind: Option<String>,
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Allow listening on a non-loopback address without authenticated clients.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Print the response the service would give to a request (FILE, or - for standard input).
+    Eval {
+        /// Service id; by default the one of the request's hook.
+        #[arg(long)]
+        service: Option<String>,
+        /// Evaluation date, YYYY-MM-DD (default: today, UTC).
+        #[arg(long)]
+        today: Option<String>,
+        /// Card language: en or fr (default: the configured default).
+        #[arg(long)]
+        language: Option<String>,
+        /// TOML configuration file (for the default language and the knowledge folder).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Indent the JSON.
+        #[arg(long)]
+        pretty: bool,
+        file: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("jakguard: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JAKGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { bind, config, insecure } => {
+            init_tracing();
+            let mut cfg = Config::load(config.as_deref(), std::env::vars())?;
+            if let Some(b) = bind {
+                cfg.bind = b.parse().with_context(|| format!("--bind `{b}` is not an address such as 127.0.0.1:8080"))?;
+            }
+            cfg.insecure = insecure;
+            cfg.check_security()?;
+            if insecure && !cfg.bind.ip().is_loopback() {
+                tracing::warn!(bind = %cfg.bind, "listening WITHOUT authentication on a non-loopback address (--insecure)");
+            } else {
+                tracing::warn!("no CDS clients configured: accepting unauthenticated calls on loopback only");
+            }
+            actix_web::rt::System::new().block_on(async {
+                let app = Application::build(&cfg)?;
+                tracing::info!(bind = %cfg.bind, port = app.port(), "jakguard listening");
+                app.run_until_stopped().await?;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval { service, today, language, config, pretty, file } => {
+            let cfg = Config::load(config.as_deref(), std::env::vars())?;
+            let knowledge = match &cfg.knowledge_dir {
+                Some(dir) => Knowledge::from_dir(dir)?,
+                None => Knowledge::embedded()?,
+            };
+            let body = if file == "-" {
+                let mut b = Vec::new();
+                std::io::stdin().read_to_end(&mut b).context("reading standard input")?;
+                b
+            } else {
+                std::fs::read(&file).with_context(|| format!("reading `{file}`"))?
+            };
+            let today = match today {
+                Some(t) => jakguard_rules::Date::parse(&t).with_context(|| format!("--today `{t}` is not a date YYYY-MM-DD"))?,
+                None => jakguard_server::today_utc(),
+            };
+            let lang: Lang = match language {
+                Some(l) => l.parse().map_err(|_| anyhow::anyhow!("--language `{l}`: use en or fr"))?,
+                None => cfg.default_language,
+            };
+            let service = match service {
+                Some(s) => s,
+                None => service_for_hook(&body)?,
+            };
+            let engine = jakguard_cds::Engine::new(Arc::new(knowledge));
+            match engine.evaluate(&service, &body, lang, today) {
+                Ok(resp) => {
+                    let out = if pretty { serde_json::to_string_pretty(&resp)? } else { serde_json::to_string(&resp)? };
+                    println!("{out}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("jakguard: {} ({}): {e}", status_name(e.status()), e.status());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+fn status_name(status: u16) -> &'static str {
+    match status {
+        400 => "bad request",
+        404 => "unknown service",
+        412 => "precondition failed",
+        _ => "error",
+    }
+}
+
+/// The service of the request's `hook`, so `eval` needs no `--service` for ordinary requests.
+fn service_for_hook(body: &[u8]) -> anyhow::Result<String> {
+    #[derive(serde::Deserialize)]
+    struct H {
+        hook: Option<String>,
+    }
+    let h: H = serde_json::from_slice(body).context("the request is not JSON")?;
+    match h.hook.as_deref() {
+        Some(hook) => match jakguard_cds::SERVICES.iter().find(|s| s.hook.as_str() == hook) {
+            Some(s) => Ok(s.id.to_owned()),
+            None => bail!("no service for hook `{hook}`; pass --service"),
+        },
+        None => bail!("the request has no `hook`; pass --service"),
+    }
+}
