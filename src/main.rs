@@ -12,7 +12,11 @@ use jakguard_knowledge::{Knowledge, Lang};
 use jakguard_server::{Application, Config};
 
 #[derive(Parser)]
-#[command(name = "jakguard", version, about = "CDS Hooks service that checks JAK inhibitor orders against the 2023 ANSM/EMA restrictions")]
+#[command(
+    name = "jakguard",
+    version,
+    about = "CDS Hooks service that checks JAK inhibitor orders against the 2023 ANSM/EMA restrictions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,7 +70,9 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("JAKGUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::io::stderr().is_terminal() {
         builder.init();
     } else {
@@ -76,18 +82,26 @@ fn init_tracing() {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { bind, config, insecure } => {
+        Command::Serve {
+            bind,
+            config,
+            insecure,
+        } => {
             init_tracing();
             let mut cfg = Config::load(config.as_deref(), std::env::vars())?;
             if let Some(b) = bind {
-                cfg.bind = b.parse().with_context(|| format!("--bind `{b}` is not an address such as 127.0.0.1:8080"))?;
+                cfg.bind = b.parse().with_context(|| {
+                    format!("--bind `{b}` is not an address such as 127.0.0.1:8080")
+                })?;
             }
             cfg.insecure = insecure;
             cfg.check_security()?;
             if insecure && !cfg.bind.ip().is_loopback() {
                 tracing::warn!(bind = %cfg.bind, "listening WITHOUT authentication on a non-loopback address (--insecure)");
             } else {
-                tracing::warn!("no CDS clients configured: accepting unauthenticated calls on loopback only");
+                tracing::warn!(
+                    "no CDS clients configured: accepting unauthenticated calls on loopback only"
+                );
             }
             actix_web::rt::System::new().block_on(async {
                 let app = Application::build(&cfg)?;
@@ -97,7 +111,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Eval { service, today, language, config, pretty, file } => {
+        Command::Eval {
+            service,
+            today,
+            language,
+            config,
+            pretty,
+            file,
+        } => {
             let cfg = Config::load(config.as_deref(), std::env::vars())?;
             let knowledge = match &cfg.knowledge_dir {
                 Some(dir) => Knowledge::from_dir(dir)?,
@@ -105,17 +126,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let body = if file == "-" {
                 let mut b = Vec::new();
-                std::io::stdin().read_to_end(&mut b).context("reading standard input")?;
+                std::io::stdin()
+                    .read_to_end(&mut b)
+                    .context("reading standard input")?;
                 b
             } else {
                 std::fs::read(&file).with_context(|| format!("reading `{file}`"))?
             };
             let today = match today {
-                Some(t) => jakguard_rules::Date::parse(&t).with_context(|| format!("--today `{t}` is not a date YYYY-MM-DD"))?,
+                Some(t) => jakguard_rules::Date::parse(&t)
+                    .with_context(|| format!("--today `{t}` is not a date YYYY-MM-DD"))?,
                 None => jakguard_server::today_utc(),
             };
             let lang: Lang = match language {
-                Some(l) => l.parse().map_err(|_| anyhow::anyhow!("--language `{l}`: use en or fr"))?,
+                Some(l) => l
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--language `{l}`: use en or fr"))?,
                 None => cfg.default_language,
             };
             let service = match service {
@@ -125,12 +151,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let engine = jakguard_cds::Engine::new(Arc::new(knowledge));
             match engine.evaluate(&service, &body, lang, today) {
                 Ok(resp) => {
-                    let out = if pretty { serde_json::to_string_pretty(&resp)? } else { serde_json::to_string(&resp)? };
+                    let out = if pretty {
+                        serde_json::to_string_pretty(&resp)?
+                    } else {
+                        serde_json::to_string(&resp)?
+                    };
                     println!("{out}");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("jakguard: {} ({}): {e}", status_name(e.status()), e.status());
+                    eprintln!(
+                        "jakguard: {} ({}): {e}",
+                        status_name(e.status()),
+                        e.status()
+                    );
                     Ok(ExitCode::from(1))
                 }
             }
@@ -155,7 +189,10 @@ fn service_for_hook(body: &[u8]) -> anyhow::Result<String> {
     }
     let h: H = serde_json::from_slice(body).context("the request is not JSON")?;
     match h.hook.as_deref() {
-        Some(hook) => match jakguard_cds::SERVICES.iter().find(|s| s.hook.as_str() == hook) {
+        Some(hook) => match jakguard_cds::SERVICES
+            .iter()
+            .find(|s| s.hook.as_str() == hook)
+        {
             Some(s) => Ok(s.id.to_owned()),
             None => bail!("no service for hook `{hook}`; pass --service"),
         },

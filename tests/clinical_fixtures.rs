@@ -34,8 +34,12 @@ fn observed(resp: &serde_json::Value) -> BTreeMap<String, BTreeMap<String, Vec<S
         let ext = &card["extension"]["jakguard"];
         let order = ext["order"].as_str().unwrap().to_owned();
         let topic = card["source"]["topic"]["code"].as_str().unwrap().to_owned();
-        let mut codes: Vec<String> =
-            ext["factors"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap().to_owned()).collect();
+        let mut codes: Vec<String> = ext["factors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["code"].as_str().unwrap().to_owned())
+            .collect();
         codes.sort();
         let previous = out.entry(order).or_default().insert(topic.clone(), codes);
         assert!(previous.is_none(), "two `{topic}` cards for one order");
@@ -46,7 +50,8 @@ fn observed(resp: &serde_json::Value) -> BTreeMap<String, BTreeMap<String, Vec<S
 #[test]
 fn every_fixture_gives_the_cards_a_clinician_expects() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    let cases: Cases = toml::from_str(&std::fs::read_to_string(root.join("cases.toml")).unwrap()).unwrap();
+    let cases: Cases =
+        toml::from_str(&std::fs::read_to_string(root.join("cases.toml")).unwrap()).unwrap();
     assert!(cases.case.len() >= 20, "the table needs at least 20 cases");
     let engine = Engine::new(Arc::new(Knowledge::embedded().unwrap()));
     let mut failures = Vec::new();
@@ -69,15 +74,29 @@ fn every_fixture_gives_the_cards_a_clinician_expects() {
                 }
                 let got = observed(&resp);
                 if got != expected {
-                    failures.push(format!("{} ({})\n  expected {expected:?}\n  got      {got:?}", c.file, c.description));
+                    failures.push(format!(
+                        "{} ({})\n  expected {expected:?}\n  got      {got:?}",
+                        c.file, c.description
+                    ));
                 }
             }
             Err(e) => {
                 if e.status() != c.status {
-                    failures.push(format!("{}: expected status {}, got {} ({e})", c.file, c.status, e.status()));
+                    failures.push(format!(
+                        "{}: expected status {}, got {} ({e})",
+                        c.file,
+                        c.status,
+                        e.status()
+                    ));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.case.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.case.len(),
+        failures.join("\n")
+    );
 }

@@ -11,7 +11,8 @@ use serde_json::Value;
 
 pub const TOPIC_SYSTEM: &str = "urn:jakguard:topic";
 pub const OVERRIDE_SYSTEM: &str = "urn:jakguard:override-reason";
-pub const NOTICE_URL: &str = "https://ansm.sante.fr/uploads/2023/04/17/20230417-dhpc-janus-kinase.pdf";
+pub const NOTICE_URL: &str =
+    "https://ansm.sante.fr/uploads/2023/04/17/20230417-dhpc-janus-kinase.pdf";
 const UCUM: &str = "http://unitsofmeasure.org";
 
 static NO_DOSE: DoseFinding = DoseFinding {
@@ -137,7 +138,11 @@ pub struct RenderContext<'a> {
 /// A deterministic uuid for (request, order, topic, part).
 fn uuid_for(ctx: &RenderContext<'_>, parts: &[&str]) -> String {
     const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6a1c_0f9e_5b1d_4c55_9f0e_2c6b_8d3a_7e41);
-    let name = std::iter::once(ctx.service_id).chain(std::iter::once(ctx.hook_instance)).chain(parts.iter().copied()).collect::<Vec<_>>().join("|");
+    let name = std::iter::once(ctx.service_id)
+        .chain(std::iter::once(ctx.hook_instance))
+        .chain(parts.iter().copied())
+        .collect::<Vec<_>>()
+        .join("|");
     uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
 }
 
@@ -169,7 +174,8 @@ fn date_text(d: &Option<PartialDate>) -> Option<String> {
 }
 
 fn evidence_line(ctx: &RenderContext<'_>, e: &Evidence) -> String {
-    let when = date_text(&e.date).unwrap_or_else(|| ctx.k.texts.get(ctx.lang, "evidence_none").to_owned());
+    let when =
+        date_text(&e.date).unwrap_or_else(|| ctx.k.texts.get(ctx.lang, "evidence_none").to_owned());
     format!("{} (`{}`, {})", e.what, e.reference, when)
 }
 
@@ -202,7 +208,11 @@ fn override_reasons(ctx: &RenderContext<'_>, codes: &[&str]) -> Vec<Coding> {
         .map(|c| Coding {
             system: OVERRIDE_SYSTEM,
             code: c.to_string(),
-            display: ctx.k.texts.get(ctx.lang, &format!("override.{c}")).to_owned(),
+            display: ctx
+                .k
+                .texts
+                .get(ctx.lang, &format!("override.{c}"))
+                .to_owned(),
         })
         .collect()
 }
@@ -214,12 +224,18 @@ fn proposed_text(ctx: &RenderContext<'_>, d: &DoseFinding) -> String {
         2 => t.get(ctx.lang, "dose.twice").to_owned(),
         n => fill(t.get(ctx.lang, "dose.n-times"), &[("n", &n.to_string())]),
     };
-    fill(t.get(ctx.lang, "dose.proposed"), &[("dose", &num(d.propose_dose_mg)), ("times", &times)])
+    fill(
+        t.get(ctx.lang, "dose.proposed"),
+        &[("dose", &num(d.propose_dose_mg)), ("times", &times)],
+    )
 }
 
 /// Renders every finding of every assessment, in order.
 pub fn render(ctx: &RenderContext<'_>, assessments: &[Assessment]) -> Vec<Card> {
-    assessments.iter().flat_map(|a| a.findings.iter().map(move |f| card(ctx, a, f))).collect()
+    assessments
+        .iter()
+        .flat_map(|a| a.findings.iter().map(move |f| card(ctx, a, f)))
+        .collect()
 }
 
 fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
@@ -248,13 +264,19 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
         detail.push_str(s.trim_end());
     };
     if a.molecule.is_some() {
-        push(&fill(t.get(lang, "detail.order"), &[("order", order), ("molecule", &molecule_display)]));
+        push(&fill(
+            t.get(lang, "detail.order"),
+            &[("order", order), ("molecule", &molecule_display)],
+        ));
     }
 
     let mut suggestions = Vec::new();
     let mut reasons: Vec<&str> = Vec::new();
     let cancel = |ctx: &RenderContext<'_>| Suggestion {
-        label: fill(t.get(lang, "suggestion.cancel"), &[("molecule", &molecule_display)]),
+        label: fill(
+            t.get(lang, "suggestion.cancel"),
+            &[("molecule", &molecule_display)],
+        ),
         uuid: uuid_for(ctx, &[order, f.topic.as_str(), "cancel"]),
         is_recommended: None,
         actions: vec![Action {
@@ -277,10 +299,17 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
                     Note::FormerSmoker { pack_years } => {
                         push(t.get(lang, "detail.former-smoker"));
                         if let Some((v, r)) = pack_years {
-                            push(&format!("{} (`{r}`)", fill(t.get(lang, "detail.pack-years"), &[("value", &num(*v))])));
+                            push(&format!(
+                                "{} (`{r}`)",
+                                fill(t.get(lang, "detail.pack-years"), &[("value", &num(*v))])
+                            ));
                         }
                     }
-                    Note::SkinCancer(e) => push(&format!("{} {}", t.get(lang, "detail.skin-note"), evidence_line(ctx, e))),
+                    Note::SkinCancer(e) => push(&format!(
+                        "{} {}",
+                        t.get(lang, "detail.skin-note"),
+                        evidence_line(ctx, e)
+                    )),
                     _ => {}
                 }
             }
@@ -292,7 +321,10 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
             } else {
                 "summary.ansm-restriction"
             };
-            fill(t.get(lang, key), &[("molecule", &molecule_cap), ("count", &count)])
+            fill(
+                t.get(lang, key),
+                &[("molecule", &molecule_cap), ("count", &count)],
+            )
         }
         Topic::VteCaution => {
             push(t.get(lang, "detail.vte-intro"));
@@ -302,7 +334,10 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
             }
             push(t.get(lang, "detail.vte-ask"));
             reasons.extend(["no-alternative", "risks-discussed"]);
-            fill(t.get(lang, "summary.vte-caution"), &[("molecule", &molecule_cap)])
+            fill(
+                t.get(lang, "summary.vte-caution"),
+                &[("molecule", &molecule_cap)],
+            )
         }
         Topic::CtdOffLabel => {
             push(t.get(lang, "detail.ctd-intro"));
@@ -311,28 +346,46 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
             push(t.get(lang, "detail.ctd-dose"));
             suggestions.push(cancel(ctx));
             reasons.extend(["expert-opinion", "risks-discussed"]);
-            fill(t.get(lang, "summary.ctd-off-label"), &[("molecule", &molecule_cap)])
+            fill(
+                t.get(lang, "summary.ctd-off-label"),
+                &[("molecule", &molecule_cap)],
+            )
         }
         Topic::DoseAdjustment => {
             // The rules always attach the dose to this topic; a zero dose would only read oddly.
             let d = f.dose.as_ref().unwrap_or(&NO_DOSE);
-            let because: Vec<&str> = d.because.iter().map(|c| t.get(lang, &format!("factor.{c}"))).collect();
+            let because: Vec<&str> = d
+                .because
+                .iter()
+                .map(|c| t.get(lang, &format!("factor.{c}")))
+                .collect();
             let proposed = proposed_text(ctx, d);
             push(&fill(
                 t.get(lang, "detail.dose"),
-                &[("ordered", &num(d.ordered_mg_per_day)), ("max", &num(d.max_mg_per_day)), ("factors", &because.join(", ")), ("proposed", &proposed)],
+                &[
+                    ("ordered", &num(d.ordered_mg_per_day)),
+                    ("max", &num(d.max_mg_per_day)),
+                    ("factors", &because.join(", ")),
+                    ("proposed", &proposed),
+                ],
             ));
             if let Some(note) = &d.note {
                 push(t.get(lang, &format!("note.{note}")));
             }
             if let Some(resource) = updated_order(ctx, order, d, &proposed) {
                 suggestions.push(Suggestion {
-                    label: fill(t.get(lang, "suggestion.change-dose"), &[("proposed", &proposed)]),
+                    label: fill(
+                        t.get(lang, "suggestion.change-dose"),
+                        &[("proposed", &proposed)],
+                    ),
                     uuid: uuid_for(ctx, &[order, f.topic.as_str(), "change-dose"]),
                     is_recommended: Some(true),
                     actions: vec![Action {
                         kind: "update",
-                        description: fill(t.get(lang, "suggestion.change-dose-action"), &[("order", order), ("proposed", &proposed)]),
+                        description: fill(
+                            t.get(lang, "suggestion.change-dose-action"),
+                            &[("order", order), ("proposed", &proposed)],
+                        ),
                         resource_id: None,
                         resource: Some(resource),
                     }],
@@ -348,31 +401,61 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
             });
             fill(
                 t.get(lang, "summary.dose-adjustment"),
-                &[("molecule", &molecule_cap), ("ordered", &num(d.ordered_mg_per_day)), ("max", &num(d.max_mg_per_day))],
+                &[
+                    ("molecule", &molecule_cap),
+                    ("ordered", &num(d.ordered_mg_per_day)),
+                    ("max", &num(d.max_mg_per_day)),
+                ],
             )
         }
         Topic::BloodCount => {
-            push(&fill(t.get(lang, "detail.blood-count"), &[("molecule", &molecule_display)]));
+            push(&fill(
+                t.get(lang, "detail.blood-count"),
+                &[("molecule", &molecule_display)],
+            ));
             push(&factor_lines(ctx, &f.factors));
             suggestions.push(cancel(ctx));
             reasons.push("expert-opinion");
-            let analytes: Vec<&str> =
-                f.factors.iter().flat_map(|x| x.analytes.iter()).map(|a| t.get(lang, &format!("analyte.{a}"))).collect();
-            fill(t.get(lang, "summary.blood-count"), &[("molecule", &molecule_cap), ("analytes", &analytes.join(", "))])
+            let analytes: Vec<&str> = f
+                .factors
+                .iter()
+                .flat_map(|x| x.analytes.iter())
+                .map(|a| t.get(lang, &format!("analyte.{a}")))
+                .collect();
+            fill(
+                t.get(lang, "summary.blood-count"),
+                &[
+                    ("molecule", &molecule_cap),
+                    ("analytes", &analytes.join(", ")),
+                ],
+            )
         }
         Topic::MissingData => {
             if f.notes.contains(&Note::OrderUnreadable) {
-                push(&fill(t.get(lang, "detail.order-unreadable"), &[("order", order)]));
+                push(&fill(
+                    t.get(lang, "detail.order-unreadable"),
+                    &[("order", order)],
+                ));
                 t.get(lang, "summary.order-unreadable").to_owned()
             } else {
                 push(t.get(lang, "detail.missing-intro"));
                 let mut lines = String::new();
                 for x in &f.factors {
-                    lines.push_str(&format!("- **{}**", t.get(lang, &format!("factor.{}", x.code))));
+                    lines.push_str(&format!(
+                        "- **{}**",
+                        t.get(lang, &format!("factor.{}", x.code))
+                    ));
                     if x.code == FactorCode::BloodCountMissing {
-                        let names: Vec<&str> = x.analytes.iter().map(|a| t.get(lang, &format!("analyte.{a}"))).collect();
+                        let names: Vec<&str> = x
+                            .analytes
+                            .iter()
+                            .map(|a| t.get(lang, &format!("analyte.{a}")))
+                            .collect();
                         lines.push_str(": ");
-                        lines.push_str(&fill(t.get(lang, "detail.missing-blood"), &[("analytes", &names.join(", "))]));
+                        lines.push_str(&fill(
+                            t.get(lang, "detail.missing-blood"),
+                            &[("analytes", &names.join(", "))],
+                        ));
                     }
                     lines.push('\n');
                 }
@@ -383,16 +466,25 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
                     match n {
                         Note::MissingKeys(keys) => {
                             missing_keys = keys.clone();
-                            push(&fill(t.get(lang, "detail.missing-keys"), &[("keys", &keys.join(", "))]));
+                            push(&fill(
+                                t.get(lang, "detail.missing-keys"),
+                                &[("keys", &keys.join(", "))],
+                            ));
                         }
                         Note::Unreadable(items) => {
                             unreadable = items.clone();
-                            push(&fill(t.get(lang, "detail.unreadable"), &[("items", &items.join("; "))]));
+                            push(&fill(
+                                t.get(lang, "detail.unreadable"),
+                                &[("items", &items.join("; "))],
+                            ));
                         }
                         _ => {}
                     }
                 }
-                fill(t.get(lang, "summary.missing-data"), &[("molecule", &molecule_cap)])
+                fill(
+                    t.get(lang, "summary.missing-data"),
+                    &[("molecule", &molecule_cap)],
+                )
             }
         }
     };
@@ -415,7 +507,11 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
         suggestions,
         selection_behavior,
         override_reasons: override_reasons(ctx, &reasons),
-        links: vec![Link { label: t.get(lang, "notice_link_label").to_owned(), url: NOTICE_URL, kind: "absolute" }],
+        links: vec![Link {
+            label: t.get(lang, "notice_link_label").to_owned(),
+            url: NOTICE_URL,
+            kind: "absolute",
+        }],
         extension: Extension {
             jakguard: Explanation {
                 order: order.to_owned(),
@@ -440,20 +536,30 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
 
 /// The draft order with its dose changed to the proposal, everything else as the EHR sent it.
 /// Tablets stay tablets when the strength divides the proposed dose.
-fn updated_order(ctx: &RenderContext<'_>, order: &str, d: &DoseFinding, proposed: &str) -> Option<Value> {
+fn updated_order(
+    ctx: &RenderContext<'_>,
+    order: &str,
+    d: &DoseFinding,
+    proposed: &str,
+) -> Option<Value> {
     let raw = (ctx.draft_raw)(order)?;
     let mut resource: Value = serde_json::from_str(raw).ok()?;
     let quantity = match (ctx.strength_mg)(order) {
-        Some(s) if s > 0.0 && ((d.propose_dose_mg / s) - (d.propose_dose_mg / s).round()).abs() < 1e-9 => {
+        Some(s)
+            if s > 0.0
+                && ((d.propose_dose_mg / s) - (d.propose_dose_mg / s).round()).abs() < 1e-9 =>
+        {
             let original = resource
                 .pointer("/dosageInstruction/0/doseAndRate/0/doseQuantity")
                 .cloned()
                 .filter(|q| q.get("unit").is_some() || q.get("code").is_some());
             let mut q = original.unwrap_or_else(|| serde_json::json!({}));
-            q["value"] = serde_json::json!((d.propose_dose_mg / s).round());
+            q["value"] = number((d.propose_dose_mg / s).round());
             q
         }
-        _ => serde_json::json!({ "value": d.propose_dose_mg, "unit": "mg", "system": UCUM, "code": "mg" }),
+        _ => {
+            serde_json::json!({ "value": number(d.propose_dose_mg), "unit": "mg", "system": UCUM, "code": "mg" })
+        }
     };
     let dosage = serde_json::json!({
         "text": proposed,
@@ -476,4 +582,13 @@ fn updated_order(ctx: &RenderContext<'_>, order: &str, d: &DoseFinding, proposed
     }
     obj.insert("dosageInstruction".into(), Value::Array(vec![first]));
     Some(resource)
+}
+
+/// Whole numbers as JSON integers (`5`, not `5.0`), as EHRs write doses.
+fn number(v: f64) -> Value {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        Value::from(v as i64)
+    } else {
+        Value::from(v)
+    }
 }

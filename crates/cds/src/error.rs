@@ -30,7 +30,8 @@ impl CdsError {
             CdsError::BadRequest(msg) => outcome("invalid", msg, &[]),
             CdsError::UnknownService(_) => outcome("not-found", &self.to_string(), &[]),
             CdsError::PreconditionFailed(keys) => {
-                let expressions: Vec<String> = keys.iter().map(|k| format!("prefetch.{k}")).collect();
+                let expressions: Vec<String> =
+                    keys.iter().map(|k| format!("prefetch.{k}")).collect();
                 outcome(
                     "required",
                     &format!(

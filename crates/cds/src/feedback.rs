@@ -57,13 +57,22 @@ pub fn parse(body: &[u8]) -> Result<Vec<FeedbackItem>, CdsError> {
     }
     for (i, f) in b.feedback.iter().enumerate() {
         if f.card.trim().is_empty() {
-            return Err(CdsError::BadRequest(format!("feedback {}: `card` is empty", i + 1)));
+            return Err(CdsError::BadRequest(format!(
+                "feedback {}: `card` is empty",
+                i + 1
+            )));
         }
         if !looks_like_instant(&f.outcome_timestamp) {
-            return Err(CdsError::BadRequest(format!("feedback {}: `outcomeTimestamp` is not an ISO 8601 instant", i + 1)));
+            return Err(CdsError::BadRequest(format!(
+                "feedback {}: `outcomeTimestamp` is not an ISO 8601 instant",
+                i + 1
+            )));
         }
         if f.outcome == Outcome::Accepted && f.override_reason.is_some() {
-            return Err(CdsError::BadRequest(format!("feedback {}: an accepted card has no override reason", i + 1)));
+            return Err(CdsError::BadRequest(format!(
+                "feedback {}: an accepted card has no override reason",
+                i + 1
+            )));
         }
     }
     Ok(b.feedback)

@@ -53,16 +53,27 @@ impl Engine {
     }
 
     /// Answers a call of service `service_id` with `body`, in `lang`, as of `today`.
-    pub fn evaluate(&self, service_id: &str, body: &[u8], lang: Lang, today: Date) -> Result<Response, CdsError> {
-        let service = services::find(service_id).ok_or_else(|| CdsError::UnknownService(service_id.to_owned()))?;
+    pub fn evaluate(
+        &self,
+        service_id: &str,
+        body: &[u8],
+        lang: Lang,
+        today: Date,
+    ) -> Result<Response, CdsError> {
+        let service = services::find(service_id)
+            .ok_or_else(|| CdsError::UnknownService(service_id.to_owned()))?;
         let req = request::parse(body, service)?;
-        let drafts = jakguard_fhir::read_draft_orders(req.draft_orders).map_err(|m| CdsError::BadRequest(m.into()))?;
+        let drafts = jakguard_fhir::read_draft_orders(req.draft_orders)
+            .map_err(|m| CdsError::BadRequest(m.into()))?;
 
         let selected: Vec<&jakguard_fhir::DraftOrder<'_>> = match (&req.hook, &req.selections) {
             (Hook::OrderSelect, Some(selections)) => {
                 let mut out = Vec::new();
                 for s in selections {
-                    match drafts.iter().find(|d| d.order.reference.as_str() == s.as_ref()) {
+                    match drafts
+                        .iter()
+                        .find(|d| d.order.reference.as_str() == s.as_ref())
+                    {
                         Some(d) => out.push(d),
                         None => {
                             // A selection may name a non-medication draft (ServiceRequest...): only
@@ -83,10 +94,12 @@ impl Engine {
 
         // Orders that need no advice need no data: answer at once, without reading the record.
         let k = &*self.knowledge;
-        let relevant = orders.iter().any(|o| match jakguard_rules::recognise(k, &o.medication) {
-            Some(m) => m.restricted,
-            None => o.medication.unreadable,
-        });
+        let relevant = orders
+            .iter()
+            .any(|o| match jakguard_rules::recognise(k, &o.medication) {
+                Some(m) => m.restricted,
+                None => o.medication.unreadable,
+            });
         if !relevant {
             return Ok(Response { cards: vec![] });
         }
@@ -94,10 +107,19 @@ impl Engine {
         let record = self.read_record(&req)?;
         let assessments = jakguard_rules::evaluate(k, &record, &orders, today);
 
-        let raw_by_ref: HashMap<&str, &str> =
-            selected.iter().map(|d| (d.order.reference.as_str(), d.raw.get())).collect();
-        let strength_by_ref: HashMap<&str, Option<f64>> =
-            selected.iter().map(|d| (d.order.reference.as_str(), jakguard_rules::strength_mg(k, &d.order.medication))).collect();
+        let raw_by_ref: HashMap<&str, &str> = selected
+            .iter()
+            .map(|d| (d.order.reference.as_str(), d.raw.get()))
+            .collect();
+        let strength_by_ref: HashMap<&str, Option<f64>> = selected
+            .iter()
+            .map(|d| {
+                (
+                    d.order.reference.as_str(),
+                    jakguard_rules::strength_mg(k, &d.order.medication),
+                )
+            })
+            .collect();
         let draft_raw = |r: &str| raw_by_ref.get(r).copied();
         let strength = |r: &str| strength_by_ref.get(r).copied().flatten();
         let ctx = cards::RenderContext {
@@ -108,7 +130,9 @@ impl Engine {
             draft_raw: &draft_raw,
             strength_mg: &strength,
         };
-        Ok(Response { cards: cards::render(&ctx, &assessments) })
+        Ok(Response {
+            cards: cards::render(&ctx, &assessments),
+        })
     }
 
     /// Reads the prefetched data. A key that is absent or failed, and cannot be fetched,
@@ -127,13 +151,21 @@ impl Engine {
             match jakguard_fhir::read_value(raw) {
                 Fetched::Null => {}
                 Fetched::Failed(_) => missing.push(key.to_owned()),
-                Fetched::Resources { resources, next, unreadable } => {
+                Fetched::Resources {
+                    resources,
+                    next,
+                    unreadable,
+                } => {
                     builder.add(&resources);
                     for u in unreadable {
-                        builder.gap(DataGap::Unreadable { what: format!("prefetch `{key}`: {u}") });
+                        builder.gap(DataGap::Unreadable {
+                            what: format!("prefetch `{key}`: {u}"),
+                        });
                     }
                     if next.is_some() {
-                        builder.gap(DataGap::Unreadable { what: format!("prefetch `{key}`: further pages were not read") });
+                        builder.gap(DataGap::Unreadable {
+                            what: format!("prefetch `{key}`: further pages were not read"),
+                        });
                     }
                 }
             }
@@ -167,7 +199,9 @@ fn names_any_entry(bundle: &str, reference: &str) -> bool {
         #[serde(borrow, default)]
         entry: jakguard_fhir::lenient::Many<E<'a>>,
     }
-    let Ok(b) = serde_json::from_str::<B>(bundle) else { return false };
+    let Ok(b) = serde_json::from_str::<B>(bundle) else {
+        return false;
+    };
     let found = b.entry.iter().filter_map(|e| e.resource.as_ref()?.ok()).any(|h| {
         matches!((&h.resource_type, &h.id), (Some(t), Some(i)) if format!("{t}/{i}") == reference)
     });

@@ -86,17 +86,28 @@ fn non_empty<'a>(v: Option<Cow<'a, str>>, what: &str) -> Result<Cow<'a, str>, Cd
 /// Reads and checks the envelope of a request to `service`.
 pub fn parse<'a>(body: &'a [u8], service: &Service) -> Result<HookRequest<'a>, CdsError> {
     let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8"))?;
-    let env: Envelope<'a> = serde_json::from_str(text).map_err(|e| bad(format!("the body is not a CDS Hooks request: {}", describe(&e))))?;
+    let env: Envelope<'a> = serde_json::from_str(text).map_err(|e| {
+        bad(format!(
+            "the body is not a CDS Hooks request: {}",
+            describe(&e)
+        ))
+    })?;
     let hook = non_empty(env.hook, "hook")?;
     if hook != service.hook.as_str() {
-        return Err(bad(format!("service `{}` answers the `{}` hook, not `{hook}`", service.id, service.hook.as_str())));
+        return Err(bad(format!(
+            "service `{}` answers the `{}` hook, not `{hook}`",
+            service.id,
+            service.hook.as_str()
+        )));
     }
     let hook_instance = non_empty(env.hook_instance, "hookInstance")?;
     let context = env.context.ok_or_else(|| bad("`context` is required"))?;
-    let ctx: Context<'a> =
-        serde_json::from_str(context.get()).map_err(|e| bad(format!("`context` is not valid: {}", describe(&e))))?;
+    let ctx: Context<'a> = serde_json::from_str(context.get())
+        .map_err(|e| bad(format!("`context` is not valid: {}", describe(&e))))?;
     let patient_id = non_empty(ctx.patient_id, "context.patientId")?;
-    let draft_orders = ctx.draft_orders.ok_or_else(|| bad("`context.draftOrders` is required"))?;
+    let draft_orders = ctx
+        .draft_orders
+        .ok_or_else(|| bad("`context.draftOrders` is required"))?;
     if service.hook == Hook::OrderSelect && ctx.selections.is_none() {
         return Err(bad("`context.selections` is required for order-select"));
     }
@@ -129,7 +140,9 @@ pub fn parse<'a>(body: &'a [u8], service: &Service) -> Result<HookRequest<'a>, C
 fn describe(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match e.classify() {
-        Category::Syntax | Category::Eof => format!("invalid JSON at line {} column {}", e.line(), e.column()),
+        Category::Syntax | Category::Eof => {
+            format!("invalid JSON at line {} column {}", e.line(), e.column())
+        }
         Category::Data => format!("unexpected type at line {} column {}", e.line(), e.column()),
         Category::Io => "could not be read".into(),
     }

@@ -68,8 +68,10 @@ struct DiscoveryService {
 
 /// The body of `GET /cds-services`.
 pub fn discovery() -> serde_json::Value {
-    let prefetch: serde_json::Map<String, serde_json::Value> =
-        PREFETCH.iter().map(|(k, q)| (k.to_string(), serde_json::Value::String(q.to_string()))).collect();
+    let prefetch: serde_json::Map<String, serde_json::Value> = PREFETCH
+        .iter()
+        .map(|(k, q)| (k.to_string(), serde_json::Value::String(q.to_string())))
+        .collect();
     let services: Vec<DiscoveryService> = SERVICES
         .iter()
         .map(|s| DiscoveryService {

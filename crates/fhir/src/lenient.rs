@@ -93,7 +93,8 @@ mod tests {
 
     #[test]
     fn a_field_of_the_wrong_shape_fails_alone() {
-        let p: Probe = serde_json::from_str(r#"{"name": {"oops": 1}, "list": [1, "x", 3]}"#).unwrap();
+        let p: Probe =
+            serde_json::from_str(r#"{"name": {"oops": 1}, "list": [1, "x", 3]}"#).unwrap();
         assert!(p.name.unwrap().is_bad());
         assert_eq!(p.list.iter().copied().collect::<Vec<_>>(), [1, 3]);
         assert!(p.list.has_bad());

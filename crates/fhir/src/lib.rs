@@ -31,7 +31,11 @@ pub enum Fetched<'a> {
     /// must be fetched or reported.
     Failed(String),
     /// A resource or the entries of a Bundle; `next` is the Bundle's next-page link.
-    Resources { resources: Vec<Entry<'a>>, next: Option<String>, unreadable: Vec<String> },
+    Resources {
+        resources: Vec<Entry<'a>>,
+        next: Option<String>,
+        unreadable: Vec<String>,
+    },
 }
 
 /// One resource with its raw text (kept for suggestions that must send the EHR's resource back).
@@ -52,7 +56,9 @@ pub fn read_value(raw: &RawValue) -> Fetched<'_> {
         return Fetched::Failed("not a FHIR resource".into());
     };
     match res.resource_type.as_deref() {
-        Some("OperationOutcome") => Fetched::Failed("the client returned an OperationOutcome".into()),
+        Some("OperationOutcome") => {
+            Fetched::Failed("the client returned an OperationOutcome".into())
+        }
         Some("Bundle") => {
             let bundle: Bundle = match serde_json::from_str(text) {
                 Ok(b) => b,
@@ -60,7 +66,15 @@ pub fn read_value(raw: &RawValue) -> Fetched<'_> {
             };
             bundle.into_entries()
         }
-        Some(_) => Fetched::Resources { resources: vec![Entry { full_url: None, raw, resource: res }], next: None, unreadable: vec![] },
+        Some(_) => Fetched::Resources {
+            resources: vec![Entry {
+                full_url: None,
+                raw,
+                resource: res,
+            }],
+            next: None,
+            unreadable: vec![],
+        },
         None => Fetched::Failed("no resourceType".into()),
     }
 }
@@ -102,7 +116,8 @@ impl RecordBuilder {
                 self.record.observations.push(o);
             }
             Converted::Medication(id, info) => {
-                self.medications.insert(format!("Medication/{id}"), info.clone());
+                self.medications
+                    .insert(format!("Medication/{id}"), info.clone());
                 if let Some(url) = &e.full_url {
                     self.medications.insert(url.to_string(), info);
                 }
@@ -121,7 +136,10 @@ impl RecordBuilder {
     /// The record, with medication references resolved against the Medications seen.
     pub fn finish(mut self) -> Record {
         for (draft, reference) in std::mem::take(&mut self.pending) {
-            let resolved = reference.as_ref().and_then(|r| self.medications.get(r)).cloned();
+            let resolved = reference
+                .as_ref()
+                .and_then(|r| self.medications.get(r))
+                .cloned();
             self.record.medications.push(draft.finish(resolved));
         }
         self.record.gaps.sort();
@@ -141,8 +159,13 @@ pub struct DraftOrder<'a> {
 /// `medicationReference` against the Bundle's Medications and each order's `contained` ones.
 /// Other resource types (ServiceRequest...) are not drafts jakguard checks.
 pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static str> {
-    let bundle: Bundle = serde_json::from_str(raw.get()).map_err(|_| "draftOrders is not a Bundle")?;
-    if bundle.resource_type.as_deref().is_some_and(|t| t != "Bundle") {
+    let bundle: Bundle =
+        serde_json::from_str(raw.get()).map_err(|_| "draftOrders is not a Bundle")?;
+    if bundle
+        .resource_type
+        .as_deref()
+        .is_some_and(|t| t != "Bundle")
+    {
         return Err("draftOrders is not a Bundle");
     }
     let entries = match bundle.into_entries() {
@@ -168,7 +191,11 @@ pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static
             let dosages = e.resource.dosages();
             let use_ = draft.finish(resolved);
             out.push(DraftOrder {
-                order: Order { reference: use_.reference, medication: use_.medication, dosages },
+                order: Order {
+                    reference: use_.reference,
+                    medication: use_.medication,
+                    dosages,
+                },
                 raw: e.raw,
             });
         }

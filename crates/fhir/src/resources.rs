@@ -210,7 +210,11 @@ impl<'a> Bundle<'a> {
             .iter()
             .find(|l| l.relation.as_deref() == Some("next"))
             .and_then(|l| l.url.as_deref().map(str::to_owned));
-        Fetched::Resources { resources, next, unreadable }
+        Fetched::Resources {
+            resources,
+            next,
+            unreadable,
+        }
     }
 }
 
@@ -238,7 +242,13 @@ impl MedicationUseDraft {
             }
             None => self.inline,
         };
-        MedicationUse { reference: self.reference, kind: self.kind, status: self.status, medication, date: self.date }
+        MedicationUse {
+            reference: self.reference,
+            kind: self.kind,
+            status: self.status,
+            medication,
+            date: self.date,
+        }
     }
 }
 
@@ -258,7 +268,9 @@ fn text(v: &Option<Lenient<Str<'_>>>) -> Option<String> {
 }
 
 fn date(v: &Option<Lenient<Str<'_>>>) -> Option<PartialDate> {
-    v.as_ref().and_then(Lenient::ok).and_then(|s| PartialDate::parse(s))
+    v.as_ref()
+        .and_then(Lenient::ok)
+        .and_then(|s| PartialDate::parse(s))
 }
 
 fn system_of(uri: &str) -> CodeSystem {
@@ -271,7 +283,11 @@ fn system_of(uri: &str) -> CodeSystem {
         CodeSystem::RxNorm
     } else if u.contains("whocc.no/atc") || u.ends_with("/atc") || u == "atc" {
         CodeSystem::Atc
-    } else if u.contains("icd-10") || u.contains("icd10") || u.contains("cim-10") || u.contains("cim10") {
+    } else if u.contains("icd-10")
+        || u.contains("icd10")
+        || u.contains("cim-10")
+        || u.contains("cim10")
+    {
         // WHO, ICD-10-CM and the French CIM-10 (various URIs): the code is normalised later.
         // ICD-10-PCS is a procedure coding system, not a diagnosis one.
         if u.contains("pcs") {
@@ -306,11 +322,22 @@ fn concept(c: &RConcept<'_>) -> Concept {
 }
 
 fn status_code(c: &Option<Lenient<RConcept<'_>>>) -> Option<String> {
-    c.as_ref().and_then(Lenient::ok).and_then(|c| c.coding.iter().find_map(|cd| cd.code.as_deref().map(str::to_owned)))
+    c.as_ref().and_then(Lenient::ok).and_then(|c| {
+        c.coding
+            .iter()
+            .find_map(|cd| cd.code.as_deref().map(str::to_owned))
+    })
 }
 
 fn quantity(q: &RQuantity<'_>) -> Option<Quantity> {
-    Some(Quantity { value: q.value?, unit: q.code.as_deref().or(q.unit.as_deref()).map(|u| u.trim().to_owned()) })
+    Some(Quantity {
+        value: q.value?,
+        unit: q
+            .code
+            .as_deref()
+            .or(q.unit.as_deref())
+            .map(|u| u.trim().to_owned()),
+    })
 }
 
 impl<'a> RawResource<'a> {
@@ -325,19 +352,26 @@ impl<'a> RawResource<'a> {
         };
         let reference = self.reference(rt);
         match rt {
-            "Patient" => Converted::Patient(Patient { reference, birth_date: date(&self.birth_date) }),
+            "Patient" => Converted::Patient(Patient {
+                reference,
+                birth_date: date(&self.birth_date),
+            }),
             "Condition" => {
                 let mut gaps = Vec::new();
                 let code = match &self.code {
                     Some(Lenient::Ok(c)) => concept(c),
                     Some(Lenient::Bad) => {
-                        gaps.push(DataGap::Unreadable { what: format!("{reference} (code)") });
+                        gaps.push(DataGap::Unreadable {
+                            what: format!("{reference} (code)"),
+                        });
                         Concept::default()
                     }
                     None => Concept::default(),
                 };
                 if self.clinical_status.as_ref().is_some_and(Lenient::is_bad) {
-                    gaps.push(DataGap::Unreadable { what: format!("{reference} (clinicalStatus)") });
+                    gaps.push(DataGap::Unreadable {
+                        what: format!("{reference} (clinicalStatus)"),
+                    });
                 }
                 Converted::Condition(
                     Condition {
@@ -355,16 +389,22 @@ impl<'a> RawResource<'a> {
                 let code = match &self.code {
                     Some(Lenient::Ok(c)) => concept(c),
                     Some(Lenient::Bad) => {
-                        gaps.push(DataGap::Unreadable { what: format!("{reference} (code)") });
+                        gaps.push(DataGap::Unreadable {
+                            what: format!("{reference} (code)"),
+                        });
                         Concept::default()
                     }
                     None => Concept::default(),
                 };
                 let value = match (&self.value_quantity, &self.value_codeable_concept) {
-                    (Some(Lenient::Ok(q)), _) => quantity(q).map_or(ObservationValue::None, ObservationValue::Quantity),
+                    (Some(Lenient::Ok(q)), _) => {
+                        quantity(q).map_or(ObservationValue::None, ObservationValue::Quantity)
+                    }
                     (_, Some(Lenient::Ok(c))) => ObservationValue::Concept(concept(c)),
                     (Some(Lenient::Bad), _) | (_, Some(Lenient::Bad)) => {
-                        gaps.push(DataGap::Unreadable { what: format!("{reference} (value)") });
+                        gaps.push(DataGap::Unreadable {
+                            what: format!("{reference} (value)"),
+                        });
                         ObservationValue::None
                     }
                     _ => ObservationValue::None,
@@ -379,22 +419,43 @@ impl<'a> RawResource<'a> {
                     })
                     .or_else(|| date(&self.issued));
                 Converted::Observation(
-                    Observation { reference, status: text(&self.status), code, effective, value },
+                    Observation {
+                        reference,
+                        status: text(&self.status),
+                        code,
+                        effective,
+                        value,
+                    },
                     gaps,
                 )
             }
             "Medication" => {
-                let id = self.id.as_ref().and_then(Lenient::ok).map(|s| s.to_string()).unwrap_or_default();
+                let id = self
+                    .id
+                    .as_ref()
+                    .and_then(Lenient::ok)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
                 Converted::Medication(id, self.medication_info_of_medication())
             }
             "MedicationRequest" | "MedicationStatement" => {
-                let kind = if rt == "MedicationRequest" { MedicationKind::Request } else { MedicationKind::Statement };
+                let kind = if rt == "MedicationRequest" {
+                    MedicationKind::Request
+                } else {
+                    MedicationKind::Statement
+                };
                 let (inline, target) = self.inline_medication();
                 let date = date(&self.authored_on)
                     .or_else(|| date(&self.effective_date_time))
                     .or_else(|| date(&self.date_asserted));
                 Converted::MedicationUse(
-                    MedicationUseDraft { reference, kind, status: text(&self.status), inline, date },
+                    MedicationUseDraft {
+                        reference,
+                        kind,
+                        status: text(&self.status),
+                        inline,
+                        date,
+                    },
                     target,
                 )
             }
@@ -415,11 +476,22 @@ impl<'a> RawResource<'a> {
             .filter_map(|i| i.strength.as_ref()?.ok())
             .filter_map(|r| {
                 let numerator = quantity(r.numerator.as_ref()?.ok()?)?;
-                let denominator = r.denominator.as_ref().and_then(Lenient::ok).and_then(quantity);
-                Some(Strength { numerator, denominator })
+                let denominator = r
+                    .denominator
+                    .as_ref()
+                    .and_then(Lenient::ok)
+                    .and_then(quantity);
+                Some(Strength {
+                    numerator,
+                    denominator,
+                })
             })
             .collect();
-        MedicationInfo { concept, strengths, unreadable }
+        MedicationInfo {
+            concept,
+            strengths,
+            unreadable,
+        }
     }
 
     /// The medication as the order states it, resolving `#contained` references here; other
@@ -427,27 +499,56 @@ impl<'a> RawResource<'a> {
     fn inline_medication(&self) -> (MedicationInfo, Option<String>) {
         if let Some(m) = &self.medication_codeable_concept {
             return match m {
-                Lenient::Ok(c) => (MedicationInfo { concept: concept(c), ..Default::default() }, None),
-                Lenient::Bad => (MedicationInfo { unreadable: true, ..Default::default() }, None),
+                Lenient::Ok(c) => (
+                    MedicationInfo {
+                        concept: concept(c),
+                        ..Default::default()
+                    },
+                    None,
+                ),
+                Lenient::Bad => (
+                    MedicationInfo {
+                        unreadable: true,
+                        ..Default::default()
+                    },
+                    None,
+                ),
             };
         }
         let Some(r) = &self.medication_reference else {
             return (MedicationInfo::default(), None);
         };
         let Lenient::Ok(r) = r else {
-            return (MedicationInfo { unreadable: true, ..Default::default() }, None);
+            return (
+                MedicationInfo {
+                    unreadable: true,
+                    ..Default::default()
+                },
+                None,
+            );
         };
         let display = MedicationInfo {
-            concept: Concept { codings: vec![], text: r.display.as_deref().map(str::to_owned) },
+            concept: Concept {
+                codings: vec![],
+                text: r.display.as_deref().map(str::to_owned),
+            },
             ..Default::default()
         };
         let Some(target) = r.reference.as_deref() else {
             let unreadable = display.concept.text.is_none();
-            return (MedicationInfo { unreadable, ..display }, None);
+            return (
+                MedicationInfo {
+                    unreadable,
+                    ..display
+                },
+                None,
+            );
         };
         if let Some(local) = target.strip_prefix('#') {
             for raw in self.contained.iter() {
-                let Ok(res) = serde_json::from_str::<RawResource>(raw.get()) else { continue };
+                let Ok(res) = serde_json::from_str::<RawResource>(raw.get()) else {
+                    continue;
+                };
                 let id = res.id.as_ref().and_then(Lenient::ok).map(|s| s.as_ref());
                 if res.resource_type.as_deref() == Some("Medication") && id == Some(local) {
                     let mut info = res.medication_info_of_medication();
@@ -458,12 +559,24 @@ impl<'a> RawResource<'a> {
                 }
             }
             let unreadable = display.concept.text.is_none();
-            return (MedicationInfo { unreadable, ..display }, None);
+            return (
+                MedicationInfo {
+                    unreadable,
+                    ..display
+                },
+                None,
+            );
         }
         // Resolved later against the Bundle; until then, the display is all there is. An
         // unresolvable reference without display is flagged by the caller's lookup failing.
         let unreadable = display.concept.text.is_none();
-        (MedicationInfo { unreadable, ..display }, Some(target.to_owned()))
+        (
+            MedicationInfo {
+                unreadable,
+                ..display
+            },
+            Some(target.to_owned()),
+        )
     }
 
     /// The dosage instructions of a MedicationRequest.
@@ -473,10 +586,15 @@ impl<'a> RawResource<'a> {
             .map(|d| {
                 let timing = d.timing.as_ref().and_then(Lenient::ok);
                 let repeat = timing.and_then(|t| t.repeat.as_ref()?.ok());
-                let timing_code = timing
-                    .and_then(|t| t.code.as_ref()?.ok())
-                    .and_then(|c| c.coding.iter().find_map(|cd| cd.code.as_deref().map(str::to_owned)));
-                let dose = d.dose_and_rate.iter().find_map(|dr| dr.dose_quantity.as_ref()?.ok().and_then(quantity));
+                let timing_code = timing.and_then(|t| t.code.as_ref()?.ok()).and_then(|c| {
+                    c.coding
+                        .iter()
+                        .find_map(|cd| cd.code.as_deref().map(str::to_owned))
+                });
+                let dose = d
+                    .dose_and_rate
+                    .iter()
+                    .find_map(|dr| dr.dose_quantity.as_ref()?.ok().and_then(quantity));
                 Dosage {
                     dose,
                     frequency: repeat.and_then(|r| r.frequency),

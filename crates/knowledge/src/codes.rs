@@ -35,13 +35,19 @@ impl IcdPattern {
         let well_formed = |s: &str| {
             s.len() >= 3
                 && s.as_bytes()[0].is_ascii_uppercase()
-                && s[1..3].bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+                && s[1..3]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
         };
         if !well_formed(&lo) || !well_formed(&hi) {
-            return Err(format!("`{text}` is not an ICD-10 code or range (e.g. `I10`, `I20-I25`, `!C44`)"));
+            return Err(format!(
+                "`{text}` is not an ICD-10 code or range (e.g. `I10`, `I20-I25`, `!C44`)"
+            ));
         }
         if lo.len() != hi.len() || lo > hi {
-            return Err(format!("`{text}`: a range needs two codes of the same length, lowest first"));
+            return Err(format!(
+                "`{text}`: a range needs two codes of the same length, lowest first"
+            ));
         }
         Ok(IcdPattern { lo, hi, exclude })
     }
@@ -69,7 +75,10 @@ pub struct IcdList {
 
 impl IcdList {
     pub fn parse(entries: &[String]) -> Result<Self, String> {
-        let patterns = entries.iter().map(|e| IcdPattern::parse(e)).collect::<Result<_, _>>()?;
+        let patterns = entries
+            .iter()
+            .map(|e| IcdPattern::parse(e))
+            .collect::<Result<_, _>>()?;
         Ok(IcdList { patterns })
     }
 
@@ -132,7 +141,11 @@ impl AtcList {
     pub fn parse(entries: &[String]) -> Result<Self, String> {
         let mut out = Vec::new();
         for e in entries {
-            let n: String = e.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_uppercase();
+            let n: String = e
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+                .to_ascii_uppercase();
             if n.is_empty() || !n.as_bytes()[0].is_ascii_uppercase() {
                 return Err(format!("`{e}` is not an ATC code or prefix"));
             }
@@ -144,7 +157,11 @@ impl AtcList {
     /// Length of the longest entry that prefixes `code`, if any.
     pub fn match_len(&self, code: &str) -> Option<usize> {
         let code = code.trim().to_ascii_uppercase();
-        self.0.iter().filter(|p| code.starts_with(p.as_str())).map(|p| p.len()).max()
+        self.0
+            .iter()
+            .filter(|p| code.starts_with(p.as_str()))
+            .map(|p| p.len())
+            .max()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -212,7 +229,9 @@ impl NameList {
 
     /// Whether one of the names appears, as consecutive whole words, in `text_words`.
     pub fn found_in(&self, text_words: &[String]) -> bool {
-        self.0.iter().any(|name| text_words.windows(name.len()).any(|w| w == name.as_slice()))
+        self.0
+            .iter()
+            .any(|name| text_words.windows(name.len()).any(|w| w == name.as_slice()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -263,7 +282,10 @@ mod tests {
 
     #[test]
     fn words_fold_case_and_accents() {
-        assert_eq!(words("XELJANZ 5 mg, comprimé pelliculé"), ["xeljanz", "5", "mg", "comprime", "pellicule"]);
+        assert_eq!(
+            words("XELJANZ 5 mg, comprimé pelliculé"),
+            ["xeljanz", "5", "mg", "comprime", "pellicule"]
+        );
         assert_eq!(words("Œstradiol"), ["oestradiol"]);
     }
 

@@ -30,13 +30,23 @@ pub struct KnowledgeError {
 
 impl KnowledgeError {
     pub(crate) fn new(file: &str, entry: impl Into<String>, message: impl Into<String>) -> Self {
-        KnowledgeError { file: file.to_owned(), entry: entry.into(), message: message.into() }
+        KnowledgeError {
+            file: file.to_owned(),
+            entry: entry.into(),
+            message: message.into(),
+        }
     }
 }
 
 /// The names of the data files, in the order they are loaded.
-pub const FILES: [&str; 6] =
-    ["molecules.toml", "factors.toml", "observations.toml", "thresholds.toml", "doses.toml", "texts.toml"];
+pub const FILES: [&str; 6] = [
+    "molecules.toml",
+    "factors.toml",
+    "observations.toml",
+    "thresholds.toml",
+    "doses.toml",
+    "texts.toml",
+];
 
 /// The text of each data file.
 #[derive(Debug, Clone)]
@@ -55,7 +65,9 @@ impl Sources {
             include_str!("../../../knowledge/doses.toml"),
             include_str!("../../../knowledge/texts.toml"),
         ];
-        Sources { files: std::array::from_fn(|i| (FILES[i].to_owned(), text[i].to_owned())) }
+        Sources {
+            files: std::array::from_fn(|i| (FILES[i].to_owned(), text[i].to_owned())),
+        }
     }
 
     /// The files of a folder laid out like the repository's `knowledge/`.
@@ -64,7 +76,11 @@ impl Sources {
         for (i, name) in FILES.iter().enumerate() {
             let path = dir.join(name);
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                KnowledgeError::new(&path.display().to_string(), "file", format!("cannot be read: {e}"))
+                KnowledgeError::new(
+                    &path.display().to_string(),
+                    "file",
+                    format!("cannot be read: {e}"),
+                )
             })?;
             files[i] = (path.display().to_string(), text);
         }
@@ -112,7 +128,10 @@ mod tests {
     #[test]
     fn an_unknown_factor_code_is_refused() {
         let mut src = Sources::embedded();
-        src.files[1].1 = src.files[1].1.replacen("code = \"hypertension\"", "code = \"hypertensoin\"", 1);
+        src.files[1].1 =
+            src.files[1]
+                .1
+                .replacen("code = \"hypertension\"", "code = \"hypertensoin\"", 1);
         let err = Knowledge::load(&src).unwrap_err();
         assert!(err.to_string().contains("hypertensoin"), "{err}");
     }
@@ -120,7 +139,9 @@ mod tests {
     #[test]
     fn a_text_missing_in_one_language_is_refused() {
         let mut src = Sources::embedded();
-        src.files[5].1 = src.files[5].1.replacen("factor.obesity = \"Obésité\"\n", "", 1);
+        src.files[5].1 = src.files[5]
+            .1
+            .replacen("factor.obesity = \"Obésité\"\n", "", 1);
         let err = Knowledge::load(&src).unwrap_err();
         assert!(err.to_string().contains("factor.obesity"), "{err}");
     }
@@ -128,7 +149,9 @@ mod tests {
     #[test]
     fn a_threshold_for_an_unknown_molecule_is_refused() {
         let mut src = Sources::embedded();
-        src.files[3].1.push_str("\n[tofacitnib]\nlymphocytes = 0.5\n");
+        src.files[3]
+            .1
+            .push_str("\n[tofacitnib]\nlymphocytes = 0.5\n");
         let err = Knowledge::load(&src).unwrap_err();
         assert!(err.to_string().contains("tofacitnib"), "{err}");
     }

@@ -43,7 +43,10 @@ impl Knowledge {
 
     /// The start thresholds of a molecule, in analyte order.
     pub fn thresholds_for(&self, molecule: &str) -> &[(Analyte, f64)] {
-        self.thresholds.get(molecule).map(Vec::as_slice).unwrap_or(&[])
+        self.thresholds
+            .get(molecule)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 }
 
@@ -175,7 +178,10 @@ impl DoseRules {
     /// Milligrams per unit of a mass unit (`mg` 1, `g` 1000), if it is one.
     pub fn mg_per(&self, unit: &str) -> Option<f64> {
         let unit = unit.trim();
-        self.mass_units.iter().find(|(u, _)| u.eq_ignore_ascii_case(unit)).map(|(_, f)| *f)
+        self.mass_units
+            .iter()
+            .find(|(u, _)| u.eq_ignore_ascii_case(unit))
+            .map(|(_, f)| *f)
     }
 
     /// Whether a unit counts tablets, capsules or other units of presentation.
@@ -206,7 +212,8 @@ impl DoseLimit {
             .iter()
             .copied()
             .filter(|f| {
-                self.when_any.contains(f) || (self.any_restriction_factor && f.topic() == Topic::AnsmRestriction)
+                self.when_any.contains(f)
+                    || (self.any_restriction_factor && f.topic() == Topic::AnsmRestriction)
             })
             .collect()
     }
@@ -222,7 +229,9 @@ pub struct IndicatorPolicy {
 impl IndicatorPolicy {
     pub fn restriction(&self, factors: &[FactorCode]) -> Indicator {
         if factors.len() >= self.restriction_critical_count
-            || factors.iter().any(|f| self.restriction_critical_when_any.contains(f))
+            || factors
+                .iter()
+                .any(|f| self.restriction_critical_when_any.contains(f))
         {
             Indicator::Critical
         } else {
@@ -231,7 +240,10 @@ impl IndicatorPolicy {
     }
 
     pub fn vte(&self, factors: &[FactorCode]) -> Indicator {
-        if factors.iter().any(|f| self.vte_warning_when_any.contains(f)) {
+        if factors
+            .iter()
+            .any(|f| self.vte_warning_when_any.contains(f))
+        {
             Indicator::Warning
         } else {
             Indicator::Info
@@ -476,14 +488,19 @@ fn parse_toml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<
 }
 
 fn factor_code(file: &str, entry: &str, code: &str) -> Result<FactorCode, KnowledgeError> {
-    code.parse().map_err(|e: crate::UnknownCode| KnowledgeError::new(file, entry, e.to_string()))
+    code.parse()
+        .map_err(|e: crate::UnknownCode| KnowledgeError::new(file, entry, e.to_string()))
 }
 
 fn positive(file: &str, entry: &str, what: &str, v: f64) -> Result<f64, KnowledgeError> {
     if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
-        Err(KnowledgeError::new(file, entry, format!("{what} must be a positive number, not {v}")))
+        Err(KnowledgeError::new(
+            file,
+            entry,
+            format!("{what} must be a positive number, not {v}"),
+        ))
     }
 }
 
@@ -507,7 +524,11 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
         let restricted = match m.scope.as_str() {
             "restricted" => true,
             "out-of-scope" => false,
-            other => return Err(err(format!("scope must be `restricted` or `out-of-scope`, not `{other}`"))),
+            other => {
+                return Err(err(format!(
+                    "scope must be `restricted` or `out-of-scope`, not `{other}`"
+                )))
+            }
         };
         if m.names.is_empty() {
             return Err(err("needs at least one name to match in free text".into()));
@@ -543,8 +564,12 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
         let entry = format!("factor `{}`", f.code);
         let code = factor_code(f_fac, &entry, &f.code)?;
         let err = |msg: String| KnowledgeError::new(f_fac, &entry, msg);
-        if matches!(code.topic(), Topic::BloodCount | Topic::MissingData) || code == FactorCode::Age65Plus {
-            return Err(err("this factor is not read from Conditions or treatments".into()));
+        if matches!(code.topic(), Topic::BloodCount | Topic::MissingData)
+            || code == FactorCode::Age65Plus
+        {
+            return Err(err(
+                "this factor is not read from Conditions or treatments".into()
+            ));
         }
         if factors.iter().any(|x: &FactorDef| x.code == code) {
             return Err(err("appears twice".into()));
@@ -563,9 +588,14 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
             },
         };
         if f.kind == FactorKind::Treatment && def.treatment.is_empty() {
-            return Err(err("a treatment factor needs treatment codes or names".into()));
+            return Err(err(
+                "a treatment factor needs treatment codes or names".into()
+            ));
         }
-        if f.kind != FactorKind::Treatment && def.conditions.icd10.is_empty() && def.conditions.snomed.is_empty() {
+        if f.kind != FactorKind::Treatment
+            && def.conditions.icd10.is_empty()
+            && def.conditions.snomed.is_empty()
+        {
             return Err(err("needs ICD-10 or SNOMED CT codes".into()));
         }
         factors.push(def);
@@ -584,7 +614,9 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
     }
     let ind = raw.indicators;
     let codes = |list: &[String]| -> Result<Vec<FactorCode>, KnowledgeError> {
-        list.iter().map(|c| factor_code(f_fac, "[indicators]", c)).collect()
+        list.iter()
+            .map(|c| factor_code(f_fac, "[indicators]", c))
+            .collect()
     };
     let indicators = IndicatorPolicy {
         restriction_critical_when_any: codes(&ind.restriction_critical_when_any)?,
@@ -604,7 +636,11 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
         current: set("[smoking] current", &s.current, "SNOMED CT")?,
         former: set("[smoking] former", &s.former, "SNOMED CT")?,
         never: set("[smoking] never", &s.never, "SNOMED CT")?,
-        pack_years_snomed: set("[smoking] pack_years_snomed", &s.pack_years_snomed, "SNOMED CT")?,
+        pack_years_snomed: set(
+            "[smoking] pack_years_snomed",
+            &s.pack_years_snomed,
+            "SNOMED CT",
+        )?,
         pack_years_loinc: set("[smoking] pack_years_loinc", &s.pack_years_loinc, "LOINC")?,
     };
     let bmi = BmiRules {
@@ -615,11 +651,18 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
     let mut analytes = Vec::new();
     for a in raw.blood_counts.analyte {
         let entry = format!("analyte `{}`", a.id);
-        let analyte: Analyte =
-            a.id.parse().map_err(|e: crate::UnknownCode| KnowledgeError::new(f_obs, &entry, e.to_string()))?;
+        let analyte: Analyte = a
+            .id
+            .parse()
+            .map_err(|e: crate::UnknownCode| KnowledgeError::new(f_obs, &entry, e.to_string()))?;
         let mut units = Vec::new();
         for u in a.units {
-            positive(f_obs, &entry, &format!("the factor of unit `{}`", u.unit), u.factor)?;
+            positive(
+                f_obs,
+                &entry,
+                &format!("the factor of unit `{}`", u.unit),
+                u.factor,
+            )?;
             units.push((u.unit, u.factor));
         }
         analytes.push(AnalyteDef {
@@ -631,17 +674,28 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
     }
     for a in Analyte::ALL {
         if !analytes.iter().any(|d| d.analyte == *a) {
-            return Err(KnowledgeError::new(f_obs, "[blood_counts]", format!("analyte `{a}` is missing")));
+            return Err(KnowledgeError::new(
+                f_obs,
+                "[blood_counts]",
+                format!("analyte `{a}` is missing"),
+            ));
         }
     }
     if raw.blood_counts.window_days <= 0 {
-        return Err(KnowledgeError::new(f_obs, "[blood_counts]", "window_days must be positive"));
+        return Err(KnowledgeError::new(
+            f_obs,
+            "[blood_counts]",
+            "window_days must be positive",
+        ));
     }
     let observations = ObservationRules {
         final_statuses: raw.final_statuses,
         smoking,
         bmi,
-        blood: BloodRules { window_days: raw.blood_counts.window_days, analytes },
+        blood: BloodRules {
+            window_days: raw.blood_counts.window_days,
+            analytes,
+        },
     };
 
     // thresholds
@@ -654,12 +708,16 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
             ("analyte_factor", toml::Value::Table(t)) => {
                 for (a, f) in t {
                     let entry = format!("analyte_factor.{a}");
-                    let analyte: Analyte = a
-                        .parse()
-                        .map_err(|e: crate::UnknownCode| KnowledgeError::new(f_thr, &entry, e.to_string()))?;
+                    let analyte: Analyte = a.parse().map_err(|e: crate::UnknownCode| {
+                        KnowledgeError::new(f_thr, &entry, e.to_string())
+                    })?;
                     let code = factor_code(f_thr, &entry, f.as_str().unwrap_or_default())?;
                     if code.topic() != Topic::BloodCount {
-                        return Err(KnowledgeError::new(f_thr, &entry, "must be a blood-count factor"));
+                        return Err(KnowledgeError::new(
+                            f_thr,
+                            &entry,
+                            "must be a blood-count factor",
+                        ));
                     }
                     analyte_factor.insert(analyte, code);
                 }
@@ -667,14 +725,21 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
             (molecule, toml::Value::Table(t)) => {
                 let entry = format!("[{molecule}]");
                 if !molecules.iter().any(|m| m.id == molecule && m.restricted) {
-                    return Err(KnowledgeError::new(f_thr, &entry, format!("`{molecule}` is not a restricted molecule of molecules.toml")));
+                    return Err(KnowledgeError::new(
+                        f_thr,
+                        &entry,
+                        format!("`{molecule}` is not a restricted molecule of molecules.toml"),
+                    ));
                 }
                 let mut list = Vec::new();
                 for (a, v) in t {
-                    let analyte: Analyte = a
-                        .parse()
-                        .map_err(|e: crate::UnknownCode| KnowledgeError::new(f_thr, &entry, e.to_string()))?;
-                    let v = v.as_float().or_else(|| v.as_integer().map(|i| i as f64)).unwrap_or(f64::NAN);
+                    let analyte: Analyte = a.parse().map_err(|e: crate::UnknownCode| {
+                        KnowledgeError::new(f_thr, &entry, e.to_string())
+                    })?;
+                    let v = v
+                        .as_float()
+                        .or_else(|| v.as_integer().map(|i| i as f64))
+                        .unwrap_or(f64::NAN);
                     list.push((analyte, positive(f_thr, &entry, a.as_str(), v)?));
                 }
                 list.sort_by_key(|(a, _)| *a);
@@ -685,7 +750,11 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
     }
     for a in Analyte::ALL {
         if !analyte_factor.contains_key(a) {
-            return Err(KnowledgeError::new(f_thr, "analyte_factor", format!("`{a}` has no factor")));
+            return Err(KnowledgeError::new(
+                f_thr,
+                "analyte_factor",
+                format!("`{a}` has no factor"),
+            ));
         }
     }
 
@@ -696,7 +765,11 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
     for (i, l) in raw.limit.into_iter().enumerate() {
         let entry = format!("limit {} (`{}`)", i + 1, l.molecule);
         if !molecules.iter().any(|m| m.id == l.molecule && m.restricted) {
-            return Err(KnowledgeError::new(f_dose, &entry, "not a restricted molecule of molecules.toml"));
+            return Err(KnowledgeError::new(
+                f_dose,
+                &entry,
+                "not a restricted molecule of molecules.toml",
+            ));
         }
         let mut when_any = Vec::new();
         let mut any_restriction_factor = false;
@@ -708,12 +781,20 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
             }
         }
         if when_any.is_empty() && !any_restriction_factor {
-            return Err(KnowledgeError::new(f_dose, &entry, "when_any is empty: the limit would never apply"));
+            return Err(KnowledgeError::new(
+                f_dose,
+                &entry,
+                "when_any is empty: the limit would never apply",
+            ));
         }
         let max = positive(f_dose, &entry, "max_mg_per_day", l.max_mg_per_day)?;
         let dose = positive(f_dose, &entry, "propose.dose_mg", l.propose.dose_mg)?;
         if l.propose.per_day == 0 || dose * l.propose.per_day as f64 > max + 1e-9 {
-            return Err(KnowledgeError::new(f_dose, &entry, "the proposed dose must be within max_mg_per_day"));
+            return Err(KnowledgeError::new(
+                f_dose,
+                &entry,
+                "the proposed dose must be within max_mg_per_day",
+            ));
         }
         limits.push(DoseLimit {
             molecule: l.molecule,
@@ -727,7 +808,11 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
     }
     let doses = DoseRules {
         mass_units: raw.mass_units.into_iter().collect(),
-        presentation_units: raw.presentation_units.into_iter().map(|u| u.to_lowercase()).collect(),
+        presentation_units: raw
+            .presentation_units
+            .into_iter()
+            .map(|u| u.to_lowercase())
+            .collect(),
         timing_codes: raw.timing_codes.into_iter().collect(),
         limits,
     };
@@ -741,29 +826,53 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
             ("version", toml::Value::String(v)) => versions.push(format!("texts {v}")),
             ("en", toml::Value::Table(t)) => flatten("", &t, &mut en, f_txt)?,
             ("fr", toml::Value::Table(t)) => flatten("", &t, &mut fr, f_txt)?,
-            (other, _) => return Err(KnowledgeError::new(f_txt, other, "unexpected entry: only `version`, `[en]` and `[fr]`")),
+            (other, _) => {
+                return Err(KnowledgeError::new(
+                    f_txt,
+                    other,
+                    "unexpected entry: only `version`, `[en]` and `[fr]`",
+                ))
+            }
         }
     }
     let mut required: Vec<String> = TEXT_KEYS.iter().map(|s| s.to_string()).collect();
     required.extend(Topic::ALL.iter().map(|t| format!("topic.{t}")));
     required.extend(FactorCode::ALL.iter().map(|f| format!("factor.{f}")));
     required.extend(Analyte::ALL.iter().map(|a| format!("analyte.{a}")));
-    required.extend(doses.limits.iter().filter_map(|l| l.note.as_ref()).map(|n| format!("note.{n}")));
+    required.extend(
+        doses
+            .limits
+            .iter()
+            .filter_map(|l| l.note.as_ref())
+            .map(|n| format!("note.{n}")),
+    );
     for (lang, map) in [("en", &en), ("fr", &fr)] {
         for key in &required {
             if map.get(key).is_none_or(|v| v.trim().is_empty()) {
-                return Err(KnowledgeError::new(f_txt, format!("[{lang}] {key}"), "missing"));
+                return Err(KnowledgeError::new(
+                    f_txt,
+                    format!("[{lang}] {key}"),
+                    "missing",
+                ));
             }
         }
     }
     for key in en.keys() {
         if !fr.contains_key(key) {
-            return Err(KnowledgeError::new(f_txt, format!("[fr] {key}"), "missing (present in [en])"));
+            return Err(KnowledgeError::new(
+                f_txt,
+                format!("[fr] {key}"),
+                "missing (present in [en])",
+            ));
         }
     }
     for key in fr.keys() {
         if !en.contains_key(key) {
-            return Err(KnowledgeError::new(f_txt, format!("[en] {key}"), "missing (present in [fr])"));
+            return Err(KnowledgeError::new(
+                f_txt,
+                format!("[en] {key}"),
+                "missing (present in [fr])",
+            ));
         }
     }
     let texts = Texts { en, fr };
@@ -784,7 +893,10 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
 }
 
 fn shared_code(a: &Molecule, b: &Molecule) -> Option<String> {
-    a.rxnorm.codes().find(|c| b.rxnorm.contains(c)).map(str::to_owned)
+    a.rxnorm
+        .codes()
+        .find(|c| b.rxnorm.contains(c))
+        .map(str::to_owned)
 }
 
 fn flatten(
@@ -794,7 +906,11 @@ fn flatten(
     file: &str,
 ) -> Result<(), KnowledgeError> {
     for (k, v) in t {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             toml::Value::String(s) => {
                 out.insert(key, s.clone());
@@ -823,7 +939,10 @@ fn check_summary_lengths(texts: &Texts, file: &str) -> Result<(), KnowledgeError
                 return Err(KnowledgeError::new(
                     file,
                     format!("[{lang}] {key}"),
-                    format!("a summary must stay under 140 characters; filled in it has {}", filled.chars().count()),
+                    format!(
+                        "a summary must stay under 140 characters; filled in it has {}",
+                        filled.chars().count()
+                    ),
                 ));
             }
         }

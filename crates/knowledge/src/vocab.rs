@@ -127,8 +127,16 @@ impl FactorCode {
     pub fn topic(self) -> Topic {
         use FactorCode::*;
         match self {
-            Age65Plus | SmokerCurrent | SmokerFormer | AtheroscleroticCvDisease | Hypertension
-            | Diabetes | Dyslipidemia | HeartFailure | Obesity | Malignancy => Topic::AnsmRestriction,
+            Age65Plus
+            | SmokerCurrent
+            | SmokerFormer
+            | AtheroscleroticCvDisease
+            | Hypertension
+            | Diabetes
+            | Dyslipidemia
+            | HeartFailure
+            | Obesity
+            | Malignancy => Topic::AnsmRestriction,
             VteHistory | Thrombophilia | HormonalTherapy => Topic::VteCaution,
             ConnectiveTissueDisease => Topic::CtdOffLabel,
             Lymphopenia | Neutropenia | Anemia | Thrombocytopenia => Topic::BloodCount,

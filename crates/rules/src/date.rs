@@ -15,7 +15,8 @@ pub struct Date {
 impl Date {
     /// A valid date, or `None`.
     pub fn new(year: i32, month: u8, day: u8) -> Option<Date> {
-        (1..=12).contains(&month)
+        (1..=12)
+            .contains(&month)
             .then_some(())
             .filter(|_| day >= 1 && day <= days_in_month(year, month))
             .map(|_| Date { year, month, day })
@@ -24,7 +25,12 @@ impl Date {
     /// Parses `YYYY-MM-DD` (the form of `--today`).
     pub fn parse(s: &str) -> Option<Date> {
         match PartialDate::parse(s)? {
-            PartialDate { year, month: Some(m), day: Some(d), .. } => Date::new(year, m, d),
+            PartialDate {
+                year,
+                month: Some(m),
+                day: Some(d),
+                ..
+            } => Date::new(year, m, d),
             _ => None,
         }
     }
@@ -99,11 +105,18 @@ impl PartialDate {
         let b = s.as_bytes();
         let num = |r: std::ops::Range<usize>| -> Option<u32> {
             let part = s.get(r)?;
-            part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+            part.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| part.parse().ok())?
         };
         let year = num(0..4)? as i32;
         if b.len() == 4 {
-            return Some(PartialDate { year, month: None, day: None, instant: None });
+            return Some(PartialDate {
+                year,
+                month: None,
+                day: None,
+                instant: None,
+            });
         }
         if b.get(4) != Some(&b'-') {
             return None;
@@ -113,7 +126,12 @@ impl PartialDate {
             return None;
         }
         if b.len() == 7 {
-            return Some(PartialDate { year, month: Some(month), day: None, instant: None });
+            return Some(PartialDate {
+                year,
+                month: Some(month),
+                day: None,
+                instant: None,
+            });
         }
         if b.get(7) != Some(&b'-') {
             return None;
@@ -121,29 +139,49 @@ impl PartialDate {
         let day = num(8..10)? as u8;
         let date = Date::new(year, month, day)?;
         if b.len() == 10 {
-            return Some(PartialDate { year, month: Some(month), day: Some(day), instant: None });
+            return Some(PartialDate {
+                year,
+                month: Some(month),
+                day: Some(day),
+                instant: None,
+            });
         }
         if b.get(10) != Some(&b'T') {
             return None;
         }
-        let instant = parse_time(&s[11..]).map(|(secs, offset)| date.days_since_epoch() * 86_400 + secs - offset);
-        Some(PartialDate { year, month: Some(month), day: Some(day), instant })
+        let instant = parse_time(&s[11..])
+            .map(|(secs, offset)| date.days_since_epoch() * 86_400 + secs - offset);
+        Some(PartialDate {
+            year,
+            month: Some(month),
+            day: Some(day),
+            instant,
+        })
     }
 
     /// The earliest full date this partial date may stand for.
     pub fn earliest(self) -> Date {
-        Date { year: self.year, month: self.month.unwrap_or(1), day: self.day.unwrap_or(1) }
+        Date {
+            year: self.year,
+            month: self.month.unwrap_or(1),
+            day: self.day.unwrap_or(1),
+        }
     }
 
     /// The latest full date this partial date may stand for.
     pub fn latest(self) -> Date {
         let month = self.month.unwrap_or(12);
-        Date { year: self.year, month, day: self.day.unwrap_or_else(|| days_in_month(self.year, month)) }
+        Date {
+            year: self.year,
+            month,
+            day: self.day.unwrap_or_else(|| days_in_month(self.year, month)),
+        }
     }
 
     /// A key that orders dates chronologically (partial dates sort at their earliest day).
     pub fn sort_key(self) -> i64 {
-        self.instant.unwrap_or_else(|| self.earliest().days_since_epoch() * 86_400)
+        self.instant
+            .unwrap_or_else(|| self.earliest().days_since_epoch() * 86_400)
     }
 }
 
@@ -164,7 +202,9 @@ impl fmt::Display for PartialDate {
 fn parse_time(t: &str) -> Option<(i64, i64)> {
     let n = |r: std::ops::Range<usize>| -> Option<i64> {
         let p = t.get(r)?;
-        p.bytes().all(|c| c.is_ascii_digit()).then(|| p.parse().ok())?
+        p.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| p.parse().ok())?
     };
     let secs = n(0..2)? * 3600 + n(3..5)? * 60 + n(6..8)?;
     let mut rest = &t[8..];
@@ -198,7 +238,10 @@ mod tests {
     fn partial_dates_parse_to_their_precision() {
         assert_eq!(PartialDate::parse("1958").unwrap().month, None);
         assert_eq!(PartialDate::parse("1958-03").unwrap().day, None);
-        assert_eq!(PartialDate::parse("1958-03-07").unwrap().earliest(), Date::new(1958, 3, 7).unwrap());
+        assert_eq!(
+            PartialDate::parse("1958-03-07").unwrap().earliest(),
+            Date::new(1958, 3, 7).unwrap()
+        );
         assert!(PartialDate::parse("1958-13").is_none());
         assert!(PartialDate::parse("1958-02-30").is_none());
         assert!(PartialDate::parse("next tuesday").is_none());
@@ -226,12 +269,19 @@ mod tests {
         for days in [-800_000, -1, 0, 59, 60, 20_000, 20_788, 100_000] {
             assert_eq!(Date::from_days_since_epoch(days).days_since_epoch(), days);
         }
-        assert_eq!(Date::from_days_since_epoch(20_788).to_string(), "2026-12-01");
+        assert_eq!(
+            Date::from_days_since_epoch(20_788).to_string(),
+            "2026-12-01"
+        );
     }
 
     #[test]
     fn epoch_days_are_consistent() {
         assert_eq!(Date::new(1970, 1, 1).unwrap().days_since_epoch(), 0);
-        assert_eq!(Date::new(2026, 12, 1).unwrap().days_since_epoch() - Date::new(2026, 9, 2).unwrap().days_since_epoch(), 90);
+        assert_eq!(
+            Date::new(2026, 12, 1).unwrap().days_since_epoch()
+                - Date::new(2026, 9, 2).unwrap().days_since_epoch(),
+            90
+        );
     }
 }

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use jakguard_knowledge::codes::{normalize_icd10, words};
-use jakguard_knowledge::{Analyte, ConditionMatcher, FactorCode, FactorKind, Knowledge, Topic, TreatmentMatcher};
+use jakguard_knowledge::{
+    Analyte, ConditionMatcher, FactorCode, FactorKind, Knowledge, Topic, TreatmentMatcher,
+};
 
 use crate::date::{Date, PartialDate};
 use crate::model::*;
@@ -43,7 +45,11 @@ impl Profile {
         p.treatments(k, record);
         p.blood_counts(k, record, today);
         for f in p.factors.values_mut() {
-            f.evidence.sort_by(|a, b| a.reference.cmp(&b.reference).then_with(|| a.what.cmp(&b.what)));
+            f.evidence.sort_by(|a, b| {
+                a.reference
+                    .cmp(&b.reference)
+                    .then_with(|| a.what.cmp(&b.what))
+            });
             f.evidence.dedup();
         }
         p.skin_notes.sort_by(|a, b| a.reference.cmp(&b.reference));
@@ -56,7 +62,11 @@ impl Profile {
 
     /// The factors of one card topic, in contract order.
     pub fn factors_of(&self, topic: Topic) -> Vec<Factor> {
-        self.factors.values().filter(|f| f.code.topic() == topic).cloned().collect()
+        self.factors
+            .values()
+            .filter(|f| f.code.topic() == topic)
+            .cloned()
+            .collect()
     }
 
     /// Every factor code present (for dose limits).
@@ -82,34 +92,64 @@ impl Profile {
     }
 
     fn age(&mut self, record: &Record, today: Date) {
-        let Some(patient) = &record.patient else { return };
-        let Some(born) = patient.birth_date else { return };
+        let Some(patient) = &record.patient else {
+            return;
+        };
+        let Some(born) = patient.birth_date else {
+            return;
+        };
         self.birth_date_known = true;
         // A partial date counts if the patient may already be 65: take the earliest day.
         if born.earliest().years_until(today) >= 65 {
             let what = format!("born {born}");
-            self.add(FactorCode::Age65Plus, Evidence { reference: patient.reference.clone(), what, date: Some(born) }, false);
+            self.add(
+                FactorCode::Age65Plus,
+                Evidence {
+                    reference: patient.reference.clone(),
+                    what,
+                    date: Some(born),
+                },
+                false,
+            );
         }
     }
 
     fn conditions(&mut self, k: &Knowledge, record: &Record) {
         for c in &record.conditions {
-            if c.verification_status.as_deref().is_some_and(|v| NOT_THE_PATIENTS.contains(&v)) {
+            if c.verification_status
+                .as_deref()
+                .is_some_and(|v| NOT_THE_PATIENTS.contains(&v))
+            {
                 continue;
             }
-            let active = c.clinical_status.as_deref().is_none_or(|s| ACTIVE.contains(&s));
+            let active = c
+                .clinical_status
+                .as_deref()
+                .is_none_or(|s| ACTIVE.contains(&s));
             for def in &k.factors {
                 if def.kind == FactorKind::Treatment || (def.kind == FactorKind::State && !active) {
                     continue;
                 }
                 if let Some(code) = matching_code(&def.conditions, &c.code) {
                     let what = describe(&c.code, code);
-                    self.add(def.code, Evidence { reference: c.reference.clone(), what, date: c.date }, false);
+                    self.add(
+                        def.code,
+                        Evidence {
+                            reference: c.reference.clone(),
+                            what,
+                            date: c.date,
+                        },
+                        false,
+                    );
                 }
             }
             if let Some(code) = matching_code(&k.skin_note, &c.code) {
                 let what = describe(&c.code, code);
-                self.skin_notes.push(Evidence { reference: c.reference.clone(), what, date: c.date });
+                self.skin_notes.push(Evidence {
+                    reference: c.reference.clone(),
+                    what,
+                    date: c.date,
+                });
             }
         }
         if self.has(FactorCode::SmokerCurrent) || self.has(FactorCode::SmokerFormer) {
@@ -119,11 +159,16 @@ impl Profile {
 
     fn smoking(&mut self, k: &Knowledge, record: &Record) {
         let rules = &k.observations.smoking;
-        let status = latest(k, record, |o| has_code(&o.code, CodeSystem::Loinc, |c| rules.loinc.contains(c)));
+        let status = latest(k, record, |o| {
+            has_code(&o.code, CodeSystem::Loinc, |c| rules.loinc.contains(c))
+        });
         if let Some(o) = status {
             if let ObservationValue::Concept(answer) = &o.value {
                 let snomed = |set: &jakguard_knowledge::codes::CodeSet| {
-                    answer.codings.iter().find(|c| c.system == CodeSystem::Snomed && set.contains(&c.code))
+                    answer
+                        .codings
+                        .iter()
+                        .find(|c| c.system == CodeSystem::Snomed && set.contains(&c.code))
                 };
                 let ev = |c: &Coding| Evidence {
                     reference: o.reference.clone(),
@@ -146,8 +191,11 @@ impl Profile {
             self.factors.remove(&FactorCode::SmokerFormer);
         }
         let packs = latest(k, record, |o| {
-            has_code(&o.code, CodeSystem::Snomed, |c| rules.pack_years_snomed.contains(c))
-                || has_code(&o.code, CodeSystem::Loinc, |c| rules.pack_years_loinc.contains(c))
+            has_code(&o.code, CodeSystem::Snomed, |c| {
+                rules.pack_years_snomed.contains(c)
+            }) || has_code(&o.code, CodeSystem::Loinc, |c| {
+                rules.pack_years_loinc.contains(c)
+            })
         });
         if let Some(o) = packs {
             if let ObservationValue::Quantity(q) = &o.value {
@@ -158,22 +206,34 @@ impl Profile {
 
     fn bmi(&mut self, k: &Knowledge, record: &Record) {
         let rules = &k.observations.bmi;
-        let Some(o) = latest(k, record, |o| has_code(&o.code, CodeSystem::Loinc, |c| rules.loinc.contains(c))) else {
+        let Some(o) = latest(k, record, |o| {
+            has_code(&o.code, CodeSystem::Loinc, |c| rules.loinc.contains(c))
+        }) else {
             return;
         };
         let ObservationValue::Quantity(q) = &o.value else {
-            self.unreadable.push(format!("{} (BMI without a value)", o.reference));
+            self.unreadable
+                .push(format!("{} (BMI without a value)", o.reference));
             return;
         };
         if let Some(unit) = &q.unit {
             if !rules.units.iter().any(|u| u == unit) {
-                self.unreadable.push(format!("{} (BMI in unknown unit `{unit}`)", o.reference));
+                self.unreadable
+                    .push(format!("{} (BMI in unknown unit `{unit}`)", o.reference));
                 return;
             }
         }
         if q.value >= rules.obese_at_least {
             let what = format!("BMI {} kg/m2", fmt_num(q.value));
-            self.add(FactorCode::Obesity, Evidence { reference: o.reference.clone(), what, date: o.effective }, false);
+            self.add(
+                FactorCode::Obesity,
+                Evidence {
+                    reference: o.reference.clone(),
+                    what,
+                    date: o.effective,
+                },
+                false,
+            );
         }
     }
 
@@ -184,12 +244,22 @@ impl Profile {
             }
             let text_words: Vec<String> = m.medication.concept.texts().flat_map(words).collect();
             for def in &k.factors {
-                if def.treatment.is_empty() || !treats(&def.treatment, &m.medication.concept, &text_words) {
+                if def.treatment.is_empty()
+                    || !treats(&def.treatment, &m.medication.concept, &text_words)
+                {
                     continue;
                 }
                 let inferred = def.kind != FactorKind::Treatment;
                 let what = m.medication.concept.label();
-                self.add(def.code, Evidence { reference: m.reference.clone(), what, date: m.date }, inferred);
+                self.add(
+                    def.code,
+                    Evidence {
+                        reference: m.reference.clone(),
+                        what,
+                        date: m.date,
+                    },
+                    inferred,
+                );
             }
         }
     }
@@ -213,19 +283,35 @@ impl Profile {
             candidates.sort_by(|a, b| order_latest(a, b));
             for o in candidates {
                 let ObservationValue::Quantity(q) = &o.value else {
-                    self.unreadable.push(format!("{} ({} without a value)", o.reference, def.analyte));
+                    self.unreadable
+                        .push(format!("{} ({} without a value)", o.reference, def.analyte));
                     continue;
                 };
                 let Some(factor) = q.unit.as_deref().and_then(|u| def.conversion(u)) else {
                     let unit = q.unit.as_deref().unwrap_or("no unit");
-                    self.unreadable.push(format!("{} ({} in unknown unit `{unit}`)", o.reference, def.analyte));
+                    self.unreadable.push(format!(
+                        "{} ({} in unknown unit `{unit}`)",
+                        o.reference, def.analyte
+                    ));
                     continue;
                 };
                 let value = q.value * factor;
-                let what = format!("{} {} {}", o.code.label(), fmt_num(value), def.canonical_unit);
+                let what = format!(
+                    "{} {} {}",
+                    o.code.label(),
+                    fmt_num(value),
+                    def.canonical_unit
+                );
                 self.blood.insert(
                     def.analyte,
-                    BloodResult { value, evidence: Evidence { reference: o.reference.clone(), what, date: o.effective } },
+                    BloodResult {
+                        value,
+                        evidence: Evidence {
+                            reference: o.reference.clone(),
+                            what,
+                            date: o.effective,
+                        },
+                    },
                 );
                 break;
             }
@@ -235,7 +321,11 @@ impl Profile {
 
 /// The latest final Observation satisfying `pred`; ties are broken by reference so that the
 /// order of the record never matters.
-fn latest<'r>(k: &Knowledge, record: &'r Record, pred: impl Fn(&Observation) -> bool) -> Option<&'r Observation> {
+fn latest<'r>(
+    k: &Knowledge,
+    record: &'r Record,
+    pred: impl Fn(&Observation) -> bool,
+) -> Option<&'r Observation> {
     record
         .observations
         .iter()
@@ -246,11 +336,16 @@ fn latest<'r>(k: &Knowledge, record: &'r Record, pred: impl Fn(&Observation) -> 
 /// Orders Observations latest first, then by reference.
 fn order_latest(a: &Observation, b: &Observation) -> std::cmp::Ordering {
     let key = |o: &Observation| o.effective.map(PartialDate::sort_key).unwrap_or(i64::MIN);
-    key(b).cmp(&key(a)).then_with(|| a.reference.cmp(&b.reference))
+    key(b)
+        .cmp(&key(a))
+        .then_with(|| a.reference.cmp(&b.reference))
 }
 
 fn has_code(concept: &Concept, system: CodeSystem, pred: impl Fn(&str) -> bool) -> bool {
-    concept.codings.iter().any(|c| c.system == system && pred(&c.code))
+    concept
+        .codings
+        .iter()
+        .any(|c| c.system == system && pred(&c.code))
 }
 
 /// The first coding of `concept` that the matcher recognises.

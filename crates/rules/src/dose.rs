@@ -52,7 +52,10 @@ fn per_day(k: &Knowledge, d: &Dosage) -> Option<f64> {
         return (days > 0.0 && frequency > 0.0).then(|| frequency / days);
     }
     let code = d.timing_code.as_deref()?;
-    k.doses.timing_codes.get(&code.to_ascii_uppercase()).copied()
+    k.doses
+        .timing_codes
+        .get(&code.to_ascii_uppercase())
+        .copied()
 }
 
 /// The strength of one unit of presentation, in mg: from Medication.ingredient.strength, or
@@ -92,11 +95,19 @@ pub fn strength_mg(k: &Knowledge, med: &MedicationInfo) -> Option<f64> {
         }
     }
     let first = *found.first()?;
-    found.iter().all(|v| (v - first).abs() < 1e-9).then_some(first)
+    found
+        .iter()
+        .all(|v| (v - first).abs() < 1e-9)
+        .then_some(first)
 }
 
 /// The dose finding for `order`, if its daily dose exceeds the lowest limit that applies.
-pub(crate) fn check(k: &Knowledge, molecule: &str, present: &[FactorCode], order: &Order) -> Option<DoseFinding> {
+pub(crate) fn check(
+    k: &Knowledge,
+    molecule: &str,
+    present: &[FactorCode],
+    order: &Order,
+) -> Option<DoseFinding> {
     let limit = k
         .doses
         .limits

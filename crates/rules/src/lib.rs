@@ -38,19 +38,30 @@ pub fn recognise<'k>(k: &'k Knowledge, med: &MedicationInfo) -> Option<&'k Molec
     let by_atc = codings
         .iter()
         .filter(|c| c.system == CodeSystem::Atc)
-        .flat_map(|c| k.molecules.iter().filter_map(move |m| m.atc.match_len(&c.code).map(|len| (len, m))))
+        .flat_map(|c| {
+            k.molecules
+                .iter()
+                .filter_map(move |m| m.atc.match_len(&c.code).map(|len| (len, m)))
+        })
         .max_by_key(|(len, _)| *len);
     if let Some((_, m)) = by_atc {
         return Some(m);
     }
-    let words: Vec<String> = med.concept.texts().flat_map(jakguard_knowledge::codes::words).collect();
+    let words: Vec<String> = med
+        .concept
+        .texts()
+        .flat_map(jakguard_knowledge::codes::words)
+        .collect();
     k.molecules.iter().find(|m| m.names.found_in(&words))
 }
 
 /// Evaluates every draft order against the record, as of `today`.
 pub fn evaluate(k: &Knowledge, record: &Record, orders: &[Order], today: Date) -> Vec<Assessment> {
     let profile = Profile::derive(k, record, today);
-    orders.iter().filter_map(|order| assess(k, &profile, record, order)).collect()
+    orders
+        .iter()
+        .filter_map(|order| assess(k, &profile, record, order))
+        .collect()
 }
 
 fn assess(k: &Knowledge, p: &Profile, record: &Record, order: &Order) -> Option<Assessment> {
@@ -81,7 +92,9 @@ fn assess(k: &Knowledge, p: &Profile, record: &Record, order: &Order) -> Option<
         let codes: Vec<FactorCode> = restriction.iter().map(|f| f.code).collect();
         let mut notes = Vec::new();
         if codes.contains(&FactorCode::SmokerFormer) {
-            notes.push(Note::FormerSmoker { pack_years: p.pack_years.clone() });
+            notes.push(Note::FormerSmoker {
+                pack_years: p.pack_years.clone(),
+            });
         }
         notes.extend(p.skin_notes.iter().cloned().map(Note::SkinCancer));
         findings.push(Finding {
@@ -139,7 +152,12 @@ fn assess(k: &Knowledge, p: &Profile, record: &Record, order: &Order) -> Option<
                 let code = k.analyte_factor[analyte];
                 let mut ev = result.evidence.clone();
                 ev.what = format!("{} (< {threshold})", ev.what);
-                low.push(Factor { code, evidence: vec![ev], inferred: false, analytes: vec![*analyte] });
+                low.push(Factor {
+                    code,
+                    evidence: vec![ev],
+                    inferred: false,
+                    analytes: vec![*analyte],
+                });
             }
             Some(_) => {}
             None => missing_analytes.push(*analyte),
@@ -158,16 +176,30 @@ fn assess(k: &Knowledge, p: &Profile, record: &Record, order: &Order) -> Option<
 
     let mut missing = Vec::new();
     if !p.smoking_known {
-        missing.push(Factor { code: FactorCode::SmokingStatusUnknown, evidence: vec![], inferred: false, analytes: vec![] });
+        missing.push(Factor {
+            code: FactorCode::SmokingStatusUnknown,
+            evidence: vec![],
+            inferred: false,
+            analytes: vec![],
+        });
     }
     if !p.birth_date_known {
         let evidence = record
             .patient
             .as_ref()
-            .map(|pt| Evidence { reference: pt.reference.clone(), what: "birthDate".into(), date: None })
+            .map(|pt| Evidence {
+                reference: pt.reference.clone(),
+                what: "birthDate".into(),
+                date: None,
+            })
             .into_iter()
             .collect();
-        missing.push(Factor { code: FactorCode::BirthDateUnknown, evidence, inferred: false, analytes: vec![] });
+        missing.push(Factor {
+            code: FactorCode::BirthDateUnknown,
+            evidence,
+            inferred: false,
+            analytes: vec![],
+        });
     }
     if !missing_analytes.is_empty() {
         missing.push(Factor {
@@ -204,8 +236,18 @@ fn assess(k: &Knowledge, p: &Profile, record: &Record, order: &Order) -> Option<
         notes.push(Note::Unreadable(unreadable));
     }
     if !missing.is_empty() || !notes.is_empty() {
-        findings.push(Finding { topic: Topic::MissingData, indicator: Indicator::Info, factors: missing, dose: None, notes });
+        findings.push(Finding {
+            topic: Topic::MissingData,
+            indicator: Indicator::Info,
+            factors: missing,
+            dose: None,
+            notes,
+        });
     }
 
-    Some(Assessment { order: order.reference.clone(), molecule: Some(molecule.id.clone()), findings })
+    Some(Assessment {
+        order: order.reference.clone(),
+        molecule: Some(molecule.id.clone()),
+        findings,
+    })
 }

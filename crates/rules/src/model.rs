@@ -57,7 +57,10 @@ pub struct Concept {
 impl Concept {
     /// Every piece of human text: `text` and each coding's display.
     pub fn texts(&self) -> impl Iterator<Item = &str> {
-        self.text.as_deref().into_iter().chain(self.codings.iter().filter_map(|c| c.display.as_deref()))
+        self.text
+            .as_deref()
+            .into_iter()
+            .chain(self.codings.iter().filter_map(|c| c.display.as_deref()))
     }
 
     /// A short human label: the text, or the first display, or the first code.
@@ -218,7 +221,9 @@ pub struct DoseFinding {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Note {
     /// A former smoker: the clinician must judge "long-time"; pack-years when recorded.
-    FormerSmoker { pack_years: Option<(f64, ResourceRef)> },
+    FormerSmoker {
+        pack_years: Option<(f64, ResourceRef)>,
+    },
     /// A non-melanoma skin cancer: not a malignancy factor, but skin examination matters more.
     SkinCancer(Evidence),
     /// Obesity is also a VTE risk factor (shown on the VTE card).

@@ -83,26 +83,34 @@ struct FileConfig {
 }
 
 fn parse_lang(s: &str) -> Result<Lang, String> {
-    s.parse().map_err(|_| format!("`{s}` is not a supported language (en, fr)"))
+    s.parse()
+        .map_err(|_| format!("`{s}` is not a supported language (en, fr)"))
 }
 
 fn parse_bind(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| format!("`{s}` is not an address such as 127.0.0.1:8080"))
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an address such as 127.0.0.1:8080"))
 }
 
 impl Config {
     /// Defaults, overridden by `file` when given, then by the environment.
-    pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let mut c = Config::default();
         if let Some(path) = file {
             let name = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File(name.clone(), e.to_string()))?;
-            let f: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::File(name.clone(), e.message().to_owned()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::File(name.clone(), e.to_string()))?;
+            let f: FileConfig = toml::from_str(&text)
+                .map_err(|e| ConfigError::File(name.clone(), e.message().to_owned()))?;
             if let Some(b) = f.bind {
                 c.bind = parse_bind(&b).map_err(|e| ConfigError::File(name.clone(), e))?;
             }
             if let Some(l) = f.default_language {
-                c.default_language = parse_lang(&l).map_err(|e| ConfigError::File(name.clone(), e))?;
+                c.default_language =
+                    parse_lang(&l).map_err(|e| ConfigError::File(name.clone(), e))?;
             }
             if let Some(l) = f.body_limit {
                 c.body_limit = l;
@@ -120,16 +128,26 @@ impl Config {
             }
         }
         for (key, value) in env {
-            let Some(name) = key.strip_prefix("JAKGUARD_") else { continue };
+            let Some(name) = key.strip_prefix("JAKGUARD_") else {
+                continue;
+            };
             let err = |m: String| ConfigError::Env(key.clone(), m);
             match name {
                 "BIND" => c.bind = parse_bind(&value).map_err(err)?,
                 "DEFAULT_LANGUAGE" => c.default_language = parse_lang(&value).map_err(err)?,
-                "BODY_LIMIT" => c.body_limit = value.parse().map_err(|_| err("not a number of bytes".into()))?,
+                "BODY_LIMIT" => {
+                    c.body_limit = value
+                        .parse()
+                        .map_err(|_| err("not a number of bytes".into()))?
+                }
                 "KNOWLEDGE_DIR" => c.knowledge_dir = Some(PathBuf::from(value)),
                 "FHIR__ALLOWED_SERVERS" => {
-                    c.fhir.allowed_servers =
-                        value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+                    c.fhir.allowed_servers = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
                 }
                 "STORAGE__URL" => c.storage.url = Some(value),
                 "LOG" => {}
@@ -137,7 +155,9 @@ impl Config {
             }
         }
         if c.body_limit < 1024 {
-            return Err(ConfigError::Invalid("body_limit must be at least 1024 bytes".into()));
+            return Err(ConfigError::Invalid(
+                "body_limit must be at least 1024 bytes".into(),
+            ));
         }
         Ok(c)
     }
@@ -175,7 +195,13 @@ mod tests {
 
     #[test]
     fn the_environment_overrides_defaults() {
-        let env = [("JAKGUARD_DEFAULT_LANGUAGE".to_string(), "fr".to_string()), ("JAKGUARD_FHIR__ALLOWED_SERVERS".into(), "https://a/fhir, https://b/fhir".into())];
+        let env = [
+            ("JAKGUARD_DEFAULT_LANGUAGE".to_string(), "fr".to_string()),
+            (
+                "JAKGUARD_FHIR__ALLOWED_SERVERS".into(),
+                "https://a/fhir, https://b/fhir".into(),
+            ),
+        ];
         let c = Config::load(None, env.into_iter()).unwrap();
         assert_eq!(c.default_language, Lang::Fr);
         assert_eq!(c.fhir.allowed_servers, ["https://a/fhir", "https://b/fhir"]);
@@ -189,7 +215,10 @@ mod tests {
 
     #[test]
     fn a_public_bind_without_clients_is_refused_unless_insecure() {
-        let mut c = Config { bind: "0.0.0.0:8080".parse().unwrap(), ..Config::default() };
+        let mut c = Config {
+            bind: "0.0.0.0:8080".parse().unwrap(),
+            ..Config::default()
+        };
         assert!(c.check_security().is_err());
         c.insecure = true;
         assert!(c.check_security().is_ok());

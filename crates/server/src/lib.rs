@@ -52,7 +52,11 @@ impl Application {
         Self::with_listener(config, Arc::new(knowledge), listener)
     }
 
-    pub fn with_listener(config: &Config, knowledge: Arc<Knowledge>, listener: TcpListener) -> anyhow_like::Result<Application> {
+    pub fn with_listener(
+        config: &Config,
+        knowledge: Arc<Knowledge>,
+        listener: TcpListener,
+    ) -> anyhow_like::Result<Application> {
         let port = listener.local_addr()?.port();
         let store: Arc<dyn FeedbackStore> = Arc::new(MemoryStore::default());
         let state = web::Data::new(AppState {
@@ -76,7 +80,11 @@ impl Application {
         .client_disconnect_timeout(std::time::Duration::from_secs(2))
         .listen(listener)?
         .run();
-        Ok(Application { port, server, store })
+        Ok(Application {
+            port,
+            server,
+            store,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -106,13 +114,21 @@ fn cors() -> Cors {
     Cors::default()
         .allow_any_origin()
         .allowed_methods(["GET", "POST", "OPTIONS"])
-        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT, header::ACCEPT_LANGUAGE])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::ACCEPT_LANGUAGE,
+        ])
         .max_age(3600)
 }
 
 /// Today's date in UTC, for the rules.
 pub fn today_utc() -> Date {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     Date::from_days_since_epoch(secs.div_euclid(86_400))
 }
 
@@ -124,7 +140,11 @@ pub fn negotiate_language(header: Option<&str>, default: Lang) -> Lang {
         let mut it = part.split(';');
         let tag = it.next().unwrap_or("").trim().to_ascii_lowercase();
         let q = it
-            .find_map(|p| p.trim().strip_prefix("q=").and_then(|v| v.trim().parse::<f32>().ok()))
+            .find_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|v| v.trim().parse::<f32>().ok())
+            })
             .unwrap_or(1.0);
         let primary = tag.split('-').next().unwrap_or("");
         let lang = match primary {
@@ -140,7 +160,9 @@ pub fn negotiate_language(header: Option<&str>, default: Lang) -> Lang {
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
-    HttpResponse::build(status).content_type("application/json").body(body.to_string())
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body.to_string())
 }
 
 fn error_response(status: StatusCode, code: &str, text: &str) -> HttpResponse {
@@ -148,7 +170,10 @@ fn error_response(status: StatusCode, code: &str, text: &str) -> HttpResponse {
 }
 
 fn cds_error(e: &CdsError) -> HttpResponse {
-    json_response(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), &e.operation_outcome())
+    json_response(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        &e.operation_outcome(),
+    )
 }
 
 async fn discovery() -> HttpResponse {
@@ -161,9 +186,15 @@ async fn live() -> HttpResponse {
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if state.store.ready() {
-        json_response(StatusCode::OK, &serde_json::json!({ "status": "ready", "knowledge": state.engine.knowledge().version() }))
+        json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ready", "knowledge": state.engine.knowledge().version() }),
+        )
     } else {
-        json_response(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "status": "storage unavailable" }))
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "storage unavailable" }),
+        )
     }
 }
 
@@ -171,11 +202,19 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     if req.method() == actix_web::http::Method::OPTIONS {
         return HttpResponse::NoContent().finish();
     }
-    error_response(StatusCode::NOT_FOUND, "not-found", "no such endpoint; see GET /cds-services")
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "no such endpoint; see GET /cds-services",
+    )
 }
 
 /// Checks the content type and reads the body up to the limit.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, HttpResponse> {
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, HttpResponse> {
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let mime = ct.split(';').next().unwrap_or("").trim();
@@ -188,16 +227,30 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
         }
     }
     let too_large = || {
-        error_response(StatusCode::PAYLOAD_TOO_LARGE, "too-costly", &format!("the body is larger than {limit} bytes"))
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            &format!("the body is larger than {limit} bytes"),
+        )
     };
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
         if len > limit {
             return Err(too_large());
         }
     }
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| error_response(StatusCode::BAD_REQUEST, "incomplete", "the body could not be read"))?;
+        let chunk = chunk.map_err(|_| {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "incomplete",
+                "the body could not be read",
+            )
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -206,7 +259,12 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
     Ok(body)
 }
 
-async fn call_service(req: HttpRequest, path: web::Path<String>, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+async fn call_service(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let id = path.into_inner();
     if jakguard_cds::services::find(&id).is_none() {
         return cds_error(&CdsError::UnknownService(id));
@@ -216,7 +274,9 @@ async fn call_service(req: HttpRequest, path: web::Path<String>, payload: web::P
         Err(resp) => return resp,
     };
     let lang = negotiate_language(
-        req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()),
+        req.headers()
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
         state.default_language,
     );
     let started = Instant::now();
@@ -224,14 +284,22 @@ async fn call_service(req: HttpRequest, path: web::Path<String>, payload: web::P
     let today = today_utc();
     // Evaluation takes microseconds; it runs on the worker. A panic would be a bug: it is
     // caught so that the worker survives and the client gets an OperationOutcome.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.evaluate(&id, &body, lang, today)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.evaluate(&id, &body, lang, today)
+    }));
     let elapsed_us = started.elapsed().as_micros() as u64;
     match result {
         Ok(Ok(response)) => {
             tracing::info!(service = %id, status = 200, cards = response.cards.len(), elapsed_us, "evaluated");
             match serde_json::to_vec(&response) {
-                Ok(bytes) => HttpResponse::Ok().content_type("application/json").body(bytes),
-                Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "exception", "the response could not be written"),
+                Ok(bytes) => HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(bytes),
+                Err(_) => error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "exception",
+                    "the response could not be written",
+                ),
             }
         }
         Ok(Err(e)) => {
@@ -240,12 +308,21 @@ async fn call_service(req: HttpRequest, path: web::Path<String>, payload: web::P
         }
         Err(_) => {
             tracing::error!(service = %id, "evaluation panicked");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "exception", "internal error")
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                "internal error",
+            )
         }
     }
 }
 
-async fn feedback(req: HttpRequest, path: web::Path<String>, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+async fn feedback(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let id = path.into_inner();
     if jakguard_cds::services::find(&id).is_none() {
         return cds_error(&CdsError::UnknownService(id));
@@ -265,7 +342,11 @@ async fn feedback(req: HttpRequest, path: web::Path<String>, payload: web::Paylo
         }
         Err(e) => {
             tracing::warn!(service = %id, error = %e, "feedback not stored");
-            error_response(StatusCode::SERVICE_UNAVAILABLE, "transient", "feedback could not be stored; retry")
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                "feedback could not be stored; retry",
+            )
         }
     }
 }
@@ -276,10 +357,19 @@ mod tests {
 
     #[test]
     fn accept_language_picks_the_preferred_supported_language() {
-        assert_eq!(negotiate_language(Some("fr-FR,fr;q=0.9,en;q=0.8"), Lang::En), Lang::Fr);
-        assert_eq!(negotiate_language(Some("de-DE, en;q=0.5"), Lang::Fr), Lang::En);
+        assert_eq!(
+            negotiate_language(Some("fr-FR,fr;q=0.9,en;q=0.8"), Lang::En),
+            Lang::Fr
+        );
+        assert_eq!(
+            negotiate_language(Some("de-DE, en;q=0.5"), Lang::Fr),
+            Lang::En
+        );
         assert_eq!(negotiate_language(Some("de-DE"), Lang::Fr), Lang::Fr);
-        assert_eq!(negotiate_language(Some("en;q=0.3, fr;q=0.7"), Lang::En), Lang::Fr);
+        assert_eq!(
+            negotiate_language(Some("en;q=0.3, fr;q=0.7"), Lang::En),
+            Lang::Fr
+        );
         assert_eq!(negotiate_language(None, Lang::Fr), Lang::Fr);
     }
 }

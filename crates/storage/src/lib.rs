@@ -39,8 +39,14 @@ pub struct MemoryStore {
 
 impl FeedbackStore for MemoryStore {
     fn store(&self, service: &str, items: &[FeedbackItem]) -> Result<(), StorageError> {
-        let mut all = self.items.lock().map_err(|_| StorageError::Unavailable("poisoned lock".into()))?;
-        all.extend(items.iter().cloned().map(|item| StoredFeedback { service: service.to_owned(), item }));
+        let mut all = self
+            .items
+            .lock()
+            .map_err(|_| StorageError::Unavailable("poisoned lock".into()))?;
+        all.extend(items.iter().cloned().map(|item| StoredFeedback {
+            service: service.to_owned(),
+            item,
+        }));
         Ok(())
     }
 
@@ -49,6 +55,10 @@ impl FeedbackStore for MemoryStore {
     }
 
     fn all(&self) -> Result<Vec<StoredFeedback>, StorageError> {
-        Ok(self.items.lock().map_err(|_| StorageError::Unavailable("poisoned lock".into()))?.clone())
+        Ok(self
+            .items
+            .lock()
+            .map_err(|_| StorageError::Unavailable("poisoned lock".into()))?
+            .clone())
     }
 }
