@@ -187,7 +187,7 @@ impl DoseRules {
     /// Whether a unit counts tablets, capsules or other units of presentation.
     pub fn is_presentation(&self, unit: &str) -> bool {
         let unit = unit.trim().to_lowercase();
-        self.presentation_units.iter().any(|u| *u == unit)
+        self.presentation_units.contains(&unit)
     }
 }
 

@@ -239,7 +239,7 @@ impl Profile {
 
     fn treatments(&mut self, k: &Knowledge, record: &Record) {
         for m in &record.medications {
-            if !m.status.as_deref().is_none_or(|s| s == "active") {
+            if m.status.as_deref().is_some_and(|s| s != "active") {
                 continue;
             }
             let text_words: Vec<String> = m.medication.concept.texts().flat_map(words).collect();

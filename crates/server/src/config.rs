@@ -214,6 +214,26 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_of_the_repository_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/jakguard.example.toml");
+        let c = Config::load(Some(&path), std::iter::empty()).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn configured_clients_are_refused_until_tokens_are_verified() {
+        let c = Config {
+            clients: vec![ClientConfig {
+                issuer: "https://sandbox.cds-hooks.org".into(),
+                jwks_file: None,
+                jwks_url: None,
+            }],
+            ..Config::default()
+        };
+        assert!(c.check_security().is_err());
+    }
+
+    #[test]
     fn a_public_bind_without_clients_is_refused_unless_insecure() {
         let mut c = Config {
             bind: "0.0.0.0:8080".parse().unwrap(),
