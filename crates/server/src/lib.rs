@@ -259,18 +259,29 @@ async fn read_body(
     Ok(body)
 }
 
+/// The service id of the path and the body, or the error answer (404, 413, 415...).
+async fn service_and_body(
+    req: &HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(String, Vec<u8>), HttpResponse> {
+    let id = path.into_inner();
+    if jakguard_cds::services::find(&id).is_none() {
+        return Err(cds_error(&CdsError::UnknownService(id)));
+    }
+    let body = read_body(req, payload, state.body_limit).await?;
+    Ok((id, body))
+}
+
 async fn call_service(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let id = path.into_inner();
-    if jakguard_cds::services::find(&id).is_none() {
-        return cds_error(&CdsError::UnknownService(id));
-    }
-    let body = match read_body(&req, payload, state.body_limit).await {
-        Ok(b) => b,
+    let (id, body) = match service_and_body(&req, path, payload, &state).await {
+        Ok(x) => x,
         Err(resp) => return resp,
     };
     let lang = negotiate_language(
@@ -323,12 +334,8 @@ async fn feedback(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let id = path.into_inner();
-    if jakguard_cds::services::find(&id).is_none() {
-        return cds_error(&CdsError::UnknownService(id));
-    }
-    let body = match read_body(&req, payload, state.body_limit).await {
-        Ok(b) => b,
+    let (id, body) = match service_and_body(&req, path, payload, &state).await {
+        Ok(x) => x,
         Err(resp) => return resp,
     };
     let items = match jakguard_cds::feedback::parse(&body) {
