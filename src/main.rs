@@ -152,9 +152,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match engine.evaluate(&service, &body, lang, today) {
                 Ok(resp) => {
                     let out = if pretty {
-                        serde_json::to_string_pretty(&resp)?
+                        serde_json::to_string_pretty(&resp.response)?
                     } else {
-                        serde_json::to_string(&resp)?
+                        serde_json::to_string(&resp.response)?
                     };
                     println!("{out}");
                     Ok(ExitCode::SUCCESS)

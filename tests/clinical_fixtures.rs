@@ -61,7 +61,7 @@ fn every_fixture_gives_the_cards_a_clinician_expects() {
         let got = engine.evaluate(&c.service, &body, Lang::En, today);
         match got {
             Ok(resp) => {
-                let resp = serde_json::to_value(&resp).unwrap();
+                let resp = serde_json::to_value(&resp.response).unwrap();
                 if c.status != 200 {
                     failures.push(format!("{}: expected status {}, got 200", c.file, c.status));
                     continue;

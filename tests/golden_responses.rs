@@ -30,7 +30,7 @@ fn every_fixture_gives_its_recorded_response() {
         let req: Value = serde_json::from_slice(&body).unwrap();
         let service = format!("jakguard-{}", req["hook"].as_str().unwrap());
         let got = match engine.evaluate(&service, &body, Lang::En, today) {
-            Ok(r) => serde_json::to_value(r).unwrap(),
+            Ok(r) => serde_json::to_value(r.response).unwrap(),
             Err(e) => serde_json::json!({ "status": e.status(), "outcome": e.operation_outcome() }),
         };
         let path = root.join("expected").join(&name);

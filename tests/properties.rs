@@ -32,7 +32,7 @@ fn run(engine: &Engine, req: &Value) -> Option<Value> {
     engine
         .evaluate(&service, req.to_string().as_bytes(), Lang::En, today)
         .ok()
-        .map(|r| serde_json::to_value(r).unwrap())
+        .map(|r| serde_json::to_value(r.response).unwrap())
 }
 
 /// (order, topic, factor) triples of a response.

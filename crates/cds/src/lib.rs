@@ -52,29 +52,37 @@ impl Engine {
         &self.knowledge
     }
 
-    /// Answers a call of service `service_id` with `body`, in `lang`, as of `today`.
+    /// Answers a call of service `service_id` with `body`, in `lang`, as of `today`, from the
+    /// prefetch alone (nothing is fetched).
     pub fn evaluate(
         &self,
         service_id: &str,
         body: &[u8],
         lang: Lang,
         today: Date,
-    ) -> Result<Response, CdsError> {
+    ) -> Result<Evaluated, CdsError> {
+        let prepared = self.prepare(service_id, body)?;
+        self.complete(&prepared, &[], lang, today)
+    }
+
+    /// Reads and checks a request, and says which data it still lacks
+    /// ([`Prepared::to_fetch`]). Nothing is evaluated yet.
+    pub fn prepare<'a>(&self, service_id: &str, body: &'a [u8]) -> Result<Prepared<'a>, CdsError> {
         let service = services::find(service_id)
             .ok_or_else(|| CdsError::UnknownService(service_id.to_owned()))?;
         let req = request::parse(body, service)?;
         let drafts = jakguard_fhir::read_draft_orders(req.draft_orders)
             .map_err(|m| CdsError::BadRequest(m.into()))?;
 
-        let selected: Vec<&jakguard_fhir::DraftOrder<'_>> = match (&req.hook, &req.selections) {
+        let selected: Vec<usize> = match (&req.hook, &req.selections) {
             (Hook::OrderSelect, Some(selections)) => {
                 let mut out = Vec::new();
                 for s in selections {
                     match drafts
                         .iter()
-                        .find(|d| d.order.reference.as_str() == s.as_ref())
+                        .position(|d| d.order.reference.as_str() == s.as_ref())
                     {
-                        Some(d) => out.push(d),
+                        Some(i) => out.push(i),
                         None => {
                             // A selection may name a non-medication draft (ServiceRequest...): only
                             // a selection that names nothing in draftOrders is an error.
@@ -88,23 +96,66 @@ impl Engine {
                 }
                 out
             }
-            _ => drafts.iter().collect(),
+            _ => (0..drafts.len()).collect(),
         };
-        let orders: Vec<Order> = selected.iter().map(|d| d.order.clone()).collect();
 
-        // Orders that need no advice need no data: answer at once, without reading the record.
+        // Orders that need no advice need no data.
         let k = &*self.knowledge;
-        let relevant = orders
-            .iter()
-            .any(|o| match jakguard_rules::recognise(k, &o.medication) {
+        let relevant = selected.iter().any(|&i| {
+            let med = &drafts[i].order.medication;
+            match jakguard_rules::recognise(k, med) {
                 Some(m) => m.restricted,
-                None => o.medication.unreadable,
-            });
-        if !relevant {
-            return Ok(Response { cards: vec![] });
-        }
+                None => med.unreadable,
+            }
+        });
 
-        let record = self.read_record(&req)?;
+        let mut keys = Vec::new();
+        for key in DATA_KEYS {
+            let state = match req.prefetch.get(key) {
+                None => KeyState::Absent,
+                Some(raw) => match jakguard_fhir::read_value(raw) {
+                    Fetched::Null => KeyState::Null,
+                    Fetched::Failed(_) => KeyState::Failed,
+                    Fetched::Resources { next, .. } => KeyState::Provided { next },
+                },
+            };
+            keys.push((key, state));
+        }
+        Ok(Prepared {
+            service,
+            req,
+            drafts,
+            selected,
+            relevant,
+            keys,
+        })
+    }
+
+    /// Evaluates a prepared request with what was fetched for it (possibly nothing).
+    pub fn complete(
+        &self,
+        p: &Prepared<'_>,
+        fetched: &[FetchedKey],
+        lang: Lang,
+        today: Date,
+    ) -> Result<Evaluated, CdsError> {
+        let k = &*self.knowledge;
+        let audit = |cards: &[Card]| AuditRecord {
+            service: p.service.id.to_owned(),
+            hook_instance: p.req.hook_instance.to_string(),
+            patient_id: p.req.patient_id.to_string(),
+            cards: cards.iter().map(AuditCard::of).collect(),
+        };
+        if !p.relevant {
+            return Ok(Evaluated {
+                audit: audit(&[]),
+                response: Response { cards: vec![] },
+            });
+        }
+        let record = read_record(p, fetched)?;
+        let selected: Vec<&jakguard_fhir::DraftOrder<'_>> =
+            p.selected.iter().map(|&i| &p.drafts[i]).collect();
+        let orders: Vec<Order> = selected.iter().map(|d| d.order.clone()).collect();
         let assessments = jakguard_rules::evaluate(k, &record, &orders, today);
 
         let raw_by_ref: HashMap<&str, &str> = selected
@@ -125,59 +176,250 @@ impl Engine {
         let ctx = cards::RenderContext {
             k,
             lang,
-            service_id: service.id,
-            hook_instance: &req.hook_instance,
+            service_id: p.service.id,
+            hook_instance: &p.req.hook_instance,
             draft_raw: &draft_raw,
             strength_mg: &strength,
         };
-        Ok(Response {
-            cards: cards::render(&ctx, &assessments),
+        let cards = cards::render(&ctx, &assessments);
+        Ok(Evaluated {
+            audit: audit(&cards),
+            response: Response { cards },
         })
     }
+}
 
-    /// Reads the prefetched data. A key that is absent or failed, and cannot be fetched,
-    /// becomes a gap the cards report; without the Patient there is nothing safe to say (412).
-    ///
-    /// This is the seam where fetching from `fhirServer` plugs in: the keys in `missing` are
-    /// exactly those to fetch with the prefetch templates of [`services::PREFETCH`].
-    fn read_record(&self, req: &HookRequest<'_>) -> Result<jakguard_rules::Record, CdsError> {
-        let mut builder = RecordBuilder::new();
-        let mut missing: Vec<String> = Vec::new();
-        for key in DATA_KEYS {
-            let Some(raw) = req.prefetch.get(key) else {
-                missing.push(key.to_owned());
-                continue;
-            };
-            match jakguard_fhir::read_value(raw) {
-                Fetched::Null => {}
-                Fetched::Failed(_) => missing.push(key.to_owned()),
-                Fetched::Resources {
+/// How a data key arrived in the prefetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// Not in the prefetch.
+    Absent,
+    /// `null`: no data.
+    Null,
+    /// An OperationOutcome or something unreadable.
+    Failed,
+    /// Resources; `next` is the link to further pages, if any.
+    Provided { next: Option<String> },
+}
+
+/// A request read and checked, waiting for evaluation.
+#[derive(Debug)]
+pub struct Prepared<'a> {
+    service: &'static Service,
+    req: HookRequest<'a>,
+    drafts: Vec<jakguard_fhir::DraftOrder<'a>>,
+    selected: Vec<usize>,
+    relevant: bool,
+    keys: Vec<(&'static str, KeyState)>,
+}
+
+/// What to fetch for one key: the whole query, or only the next pages of a prefetched Bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchNeed {
+    /// Run the key's prefetch template (see [`Prepared::query`]).
+    Query,
+    /// Follow the prefetched Bundle's `next` link.
+    NextPage(String),
+}
+
+impl<'a> Prepared<'a> {
+    pub fn request(&self) -> &HookRequest<'a> {
+        &self.req
+    }
+
+    pub fn service(&self) -> &'static Service {
+        self.service
+    }
+
+    /// Whether any selected order is one jakguard advises on (otherwise nothing is needed).
+    pub fn relevant(&self) -> bool {
+        self.relevant
+    }
+
+    /// How each data key arrived.
+    pub fn keys(&self) -> &[(&'static str, KeyState)] {
+        &self.keys
+    }
+
+    /// The keys whose data is missing or incomplete, with what to fetch; empty when the
+    /// orders need no data.
+    pub fn to_fetch(&self) -> Vec<(&'static str, FetchNeed)> {
+        if !self.relevant {
+            return vec![];
+        }
+        self.keys
+            .iter()
+            .filter_map(|(k, s)| match s {
+                KeyState::Absent | KeyState::Failed => Some((*k, FetchNeed::Query)),
+                KeyState::Provided { next: Some(url) } => {
+                    Some((*k, FetchNeed::NextPage(url.clone())))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The relative FHIR query of a key's prefetch template, with the tokens filled in.
+    pub fn query(&self, key: &str) -> Option<String> {
+        let template = services::PREFETCH.iter().find(|(k, _)| *k == key)?.1;
+        Some(template.replace("{{context.patientId}}", &self.req.patient_id))
+    }
+}
+
+/// What was fetched for one key.
+#[derive(Debug, Clone)]
+pub struct FetchedKey {
+    pub key: &'static str,
+    pub outcome: FetchOutcome,
+}
+
+#[derive(Debug, Clone)]
+pub enum FetchOutcome {
+    /// The JSON bodies read: a resource, or the pages of a search Bundle, in order.
+    Pages(Vec<String>),
+    /// The data could not be read; the reason is shown on the card (never a token or body).
+    Failed(String),
+}
+
+/// A response and the audit record of the call.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    pub response: Response,
+    pub audit: AuditRecord,
+}
+
+/// What the audit trail keeps of one evaluation. `patient_id` is in clear here: the storage
+/// layer must hash it before it is written anywhere.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub service: String,
+    pub hook_instance: String,
+    pub patient_id: String,
+    pub cards: Vec<AuditCard>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditCard {
+    pub uuid: String,
+    pub topic: String,
+    pub indicator: String,
+    pub molecule: Option<String>,
+    pub factors: Vec<String>,
+}
+
+impl AuditCard {
+    fn of(c: &Card) -> AuditCard {
+        AuditCard {
+            uuid: c.uuid.clone(),
+            topic: c.source.topic.code.clone(),
+            indicator: c.indicator.to_owned(),
+            molecule: c.extension.jakguard.molecule.clone(),
+            factors: c
+                .extension
+                .jakguard
+                .factors
+                .iter()
+                .map(|f| f.code.to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// Reads the prefetched and fetched data into a record. A key that is neither provided nor
+/// fetched becomes a gap the cards report; without the Patient there is nothing safe to say (412).
+fn read_record(
+    p: &Prepared<'_>,
+    fetched: &[FetchedKey],
+) -> Result<jakguard_rules::Record, CdsError> {
+    let mut builder = RecordBuilder::new();
+    let mut missing: Vec<String> = Vec::new();
+    // Parsed pages must outlive the builder's borrow of them.
+    let pages: Vec<(&str, Vec<&serde_json::value::RawValue>)> = fetched
+        .iter()
+        .filter_map(|f| match &f.outcome {
+            FetchOutcome::Pages(pages) => Some((
+                f.key,
+                pages
+                    .iter()
+                    .filter_map(|b| serde_json::from_str::<&serde_json::value::RawValue>(b).ok())
+                    .collect(),
+            )),
+            FetchOutcome::Failed(_) => None,
+        })
+        .collect();
+    for (key, state) in &p.keys {
+        let key = *key;
+        let fetched_pages = pages
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_slice());
+        let failure = fetched.iter().find_map(|f| match &f.outcome {
+            FetchOutcome::Failed(why) if f.key == key => Some(why.as_str()),
+            _ => None,
+        });
+        let mut have = false;
+        if let KeyState::Provided { next } = state {
+            if let Some(raw) = p.req.prefetch.get(key) {
+                if let Fetched::Resources {
                     resources,
-                    next,
                     unreadable,
-                } => {
+                    ..
+                } = jakguard_fhir::read_value(raw)
+                {
                     builder.add(&resources);
                     for u in unreadable {
                         builder.gap(DataGap::Unreadable {
                             what: format!("prefetch `{key}`: {u}"),
                         });
                     }
-                    if next.is_some() {
-                        builder.gap(DataGap::Unreadable {
-                            what: format!("prefetch `{key}`: further pages were not read"),
-                        });
-                    }
                 }
             }
+            have = true;
+            if next.is_some() && fetched_pages.is_none() {
+                builder.gap(DataGap::Unreadable {
+                    what: format!("prefetch `{key}`: further pages were not read"),
+                });
+            }
+        } else if *state == KeyState::Null {
+            have = true;
         }
-        if missing.iter().any(|k| k == "patient") {
-            return Err(CdsError::PreconditionFailed(missing));
+        for raw in fetched_pages.unwrap_or_default() {
+            match jakguard_fhir::read_value(raw) {
+                Fetched::Resources {
+                    resources,
+                    unreadable,
+                    ..
+                } => {
+                    builder.add(&resources);
+                    for u in unreadable {
+                        builder.gap(DataGap::Unreadable {
+                            what: format!("`{key}` from the FHIR server: {u}"),
+                        });
+                    }
+                    have = true;
+                }
+                Fetched::Null => have = true,
+                Fetched::Failed(why) => builder.gap(DataGap::Unreadable {
+                    what: format!("`{key}` from the FHIR server: {why}"),
+                }),
+            }
         }
-        for key in missing {
-            builder.gap(DataGap::MissingKey(key));
+        if let Some(why) = failure {
+            builder.gap(DataGap::Unreadable {
+                what: format!("`{key}` from the FHIR server: {why}"),
+            });
         }
-        Ok(builder.finish())
+        if !have {
+            missing.push(key.to_owned());
+        }
     }
+    if missing.iter().any(|k| k == "patient") {
+        return Err(CdsError::PreconditionFailed(missing));
+    }
+    for key in missing {
+        builder.gap(DataGap::MissingKey(key));
+    }
+    Ok(builder.finish())
 }
 
 /// Whether a `Type/id` names any entry of the draftOrders Bundle (of any resource type).

@@ -9,20 +9,23 @@
 //!   status and the duration.
 
 pub mod config;
+mod feedback;
+mod health;
+mod http;
+mod service;
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_cors::Cors;
 use actix_web::dev::Server;
-use actix_web::http::{header, StatusCode};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use futures_util::StreamExt;
-use jakguard_cds::{error::outcome, CdsError, Engine};
+use actix_web::http::header;
+use actix_web::{web, App, HttpServer};
+use jakguard_cds::Engine;
 use jakguard_knowledge::{Knowledge, Lang};
 use jakguard_rules::Date;
-use jakguard_storage::{FeedbackStore, MemoryStore};
+use jakguard_storage::{AuditSink, FeedbackStore, MemoryAudit, MemoryStore};
 
 pub use config::Config;
 
@@ -30,15 +33,38 @@ pub use config::Config;
 pub struct AppState {
     pub engine: Engine,
     pub store: Arc<dyn FeedbackStore>,
+    pub audit: Arc<dyn AuditSink>,
     pub default_language: Lang,
     pub body_limit: usize,
+}
+
+/// Where feedback and audit records go.
+#[derive(Clone)]
+pub struct Stores {
+    pub feedback: Arc<dyn FeedbackStore>,
+    pub audit: Arc<dyn AuditSink>,
+}
+
+impl Stores {
+    /// In-memory stores (development and tests).
+    pub fn memory() -> Stores {
+        Stores {
+            feedback: Arc::new(MemoryStore::default()),
+            audit: Arc::new(MemoryAudit::default()),
+        }
+    }
+
+    /// The stores the configuration names.
+    pub fn from_config(_config: &Config) -> Stores {
+        Stores::memory()
+    }
 }
 
 /// A built server, bound but not yet running.
 pub struct Application {
     port: u16,
     server: Server,
-    pub store: Arc<dyn FeedbackStore>,
+    pub stores: Stores,
 }
 
 impl Application {
@@ -49,19 +75,25 @@ impl Application {
             None => Knowledge::embedded()?,
         };
         let listener = TcpListener::bind(config.bind)?;
-        Self::with_listener(config, Arc::new(knowledge), listener)
+        Self::with_listener(
+            config,
+            Arc::new(knowledge),
+            listener,
+            Stores::from_config(config),
+        )
     }
 
     pub fn with_listener(
         config: &Config,
         knowledge: Arc<Knowledge>,
         listener: TcpListener,
+        stores: Stores,
     ) -> anyhow_like::Result<Application> {
         let port = listener.local_addr()?.port();
-        let store: Arc<dyn FeedbackStore> = Arc::new(MemoryStore::default());
         let state = web::Data::new(AppState {
             engine: Engine::new(knowledge),
-            store: store.clone(),
+            store: stores.feedback.clone(),
+            audit: stores.audit.clone(),
             default_language: config.default_language,
             body_limit: config.body_limit,
         });
@@ -69,12 +101,15 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap(cors())
-                .route("/cds-services", web::get().to(discovery))
-                .route("/cds-services/{id}", web::post().to(call_service))
-                .route("/cds-services/{id}/feedback", web::post().to(feedback))
-                .route("/health/live", web::get().to(live))
-                .route("/health/ready", web::get().to(ready))
-                .default_service(web::to(not_found))
+                .route("/cds-services", web::get().to(service::discovery))
+                .route("/cds-services/{id}", web::post().to(service::call_service))
+                .route(
+                    "/cds-services/{id}/feedback",
+                    web::post().to(feedback::feedback),
+                )
+                .route("/health/live", web::get().to(health::live))
+                .route("/health/ready", web::get().to(health::ready))
+                .default_service(web::to(health::not_found))
         })
         .client_request_timeout(std::time::Duration::from_secs(10))
         .client_disconnect_timeout(std::time::Duration::from_secs(2))
@@ -83,7 +118,7 @@ impl Application {
         Ok(Application {
             port,
             server,
-            store,
+            stores,
         })
     }
 
@@ -157,205 +192,6 @@ pub fn negotiate_language(header: Option<&str>, default: Lang) -> Lang {
         }
     }
     best.map_or(default, |(_, l)| l)
-}
-
-fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("application/json")
-        .body(body.to_string())
-}
-
-fn error_response(status: StatusCode, code: &str, text: &str) -> HttpResponse {
-    json_response(status, &outcome(code, text, &[]))
-}
-
-fn cds_error(e: &CdsError) -> HttpResponse {
-    json_response(
-        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
-        &e.operation_outcome(),
-    )
-}
-
-async fn discovery() -> HttpResponse {
-    json_response(StatusCode::OK, &jakguard_cds::services::discovery())
-}
-
-async fn live() -> HttpResponse {
-    json_response(StatusCode::OK, &serde_json::json!({ "status": "live" }))
-}
-
-async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.store.ready() {
-        json_response(
-            StatusCode::OK,
-            &serde_json::json!({ "status": "ready", "knowledge": state.engine.knowledge().version() }),
-        )
-    } else {
-        json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "status": "storage unavailable" }),
-        )
-    }
-}
-
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    if req.method() == actix_web::http::Method::OPTIONS {
-        return HttpResponse::NoContent().finish();
-    }
-    error_response(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        "no such endpoint; see GET /cds-services",
-    )
-}
-
-/// Checks the content type and reads the body up to the limit.
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Vec<u8>, HttpResponse> {
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !(mime == "application/json" || mime.ends_with("+json")) {
-            return Err(error_response(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "not-supported",
-                "the body must be JSON (Content-Type: application/json)",
-            ));
-        }
-    }
-    let too_large = || {
-        error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-costly",
-            &format!("the body is larger than {limit} bytes"),
-        )
-    };
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if len > limit {
-            return Err(too_large());
-        }
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| {
-            error_response(
-                StatusCode::BAD_REQUEST,
-                "incomplete",
-                "the body could not be read",
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// The service id of the path and the body, or the error answer (404, 413, 415...).
-async fn service_and_body(
-    req: &HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<(String, Vec<u8>), HttpResponse> {
-    let id = path.into_inner();
-    if jakguard_cds::services::find(&id).is_none() {
-        return Err(cds_error(&CdsError::UnknownService(id)));
-    }
-    let body = read_body(req, payload, state.body_limit).await?;
-    Ok((id, body))
-}
-
-async fn call_service(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let (id, body) = match service_and_body(&req, path, payload, &state).await {
-        Ok(x) => x,
-        Err(resp) => return resp,
-    };
-    let lang = negotiate_language(
-        req.headers()
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok()),
-        state.default_language,
-    );
-    let started = Instant::now();
-    let engine = state.engine.clone();
-    let today = today_utc();
-    // Evaluation takes microseconds; it runs on the worker. A panic would be a bug: it is
-    // caught so that the worker survives and the client gets an OperationOutcome.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        engine.evaluate(&id, &body, lang, today)
-    }));
-    let elapsed_us = started.elapsed().as_micros() as u64;
-    match result {
-        Ok(Ok(response)) => {
-            tracing::info!(service = %id, status = 200, cards = response.cards.len(), elapsed_us, "evaluated");
-            match serde_json::to_vec(&response) {
-                Ok(bytes) => HttpResponse::Ok()
-                    .content_type("application/json")
-                    .body(bytes),
-                Err(_) => error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "exception",
-                    "the response could not be written",
-                ),
-            }
-        }
-        Ok(Err(e)) => {
-            tracing::info!(service = %id, status = e.status(), elapsed_us, "refused");
-            cds_error(&e)
-        }
-        Err(_) => {
-            tracing::error!(service = %id, "evaluation panicked");
-            error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "exception",
-                "internal error",
-            )
-        }
-    }
-}
-
-async fn feedback(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let (id, body) = match service_and_body(&req, path, payload, &state).await {
-        Ok(x) => x,
-        Err(resp) => return resp,
-    };
-    let items = match jakguard_cds::feedback::parse(&body) {
-        Ok(items) => items,
-        Err(e) => return cds_error(&e),
-    };
-    match state.store.store(&id, &items) {
-        Ok(()) => {
-            tracing::info!(service = %id, items = items.len(), "feedback stored");
-            HttpResponse::Ok().finish()
-        }
-        Err(e) => {
-            tracing::warn!(service = %id, error = %e, "feedback not stored");
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transient",
-                "feedback could not be stored; retry",
-            )
-        }
-    }
 }
 
 #[cfg(test)]

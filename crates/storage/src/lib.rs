@@ -62,3 +62,31 @@ impl FeedbackStore for MemoryStore {
             .clone())
     }
 }
+
+/// Where audit records of evaluations go. `record` must not block the answer nor fail it:
+/// an implementation buffers, retries, and counts what it could not keep.
+pub trait AuditSink: Send + Sync {
+    fn record(&self, audit: AuditRecord);
+}
+
+pub use jakguard_cds::AuditRecord;
+
+/// Keeps audit records in memory (development, tests).
+#[derive(Debug, Default)]
+pub struct MemoryAudit {
+    records: Mutex<Vec<AuditRecord>>,
+}
+
+impl MemoryAudit {
+    pub fn all(&self) -> Vec<AuditRecord> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl AuditSink for MemoryAudit {
+    fn record(&self, audit: AuditRecord) {
+        if let Ok(mut r) = self.records.lock() {
+            r.push(audit);
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Shared pieces of the handlers: JSON answers, OperationOutcomes, body reading.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use jakguard_cds::{error::outcome, CdsError};
+
+use crate::AppState;
+
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+pub(crate) fn error_response(status: StatusCode, code: &str, text: &str) -> HttpResponse {
+    json_response(status, &outcome(code, text, &[]))
+}
+
+pub(crate) fn cds_error(e: &CdsError) -> HttpResponse {
+    json_response(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        &e.operation_outcome(),
+    )
+}
+
+/// Checks the content type and reads the body up to the limit.
+pub(crate) async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, HttpResponse> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !(mime == "application/json" || mime.ends_with("+json")) {
+            return Err(error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "not-supported",
+                "the body must be JSON (Content-Type: application/json)",
+            ));
+        }
+    }
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            &format!("the body is larger than {limit} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "incomplete",
+                "the body could not be read",
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The service id of the path and the body, or the error answer (404, 413, 415...).
+pub(crate) async fn service_and_body(
+    req: &HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(String, Vec<u8>), HttpResponse> {
+    let id = path.into_inner();
+    if jakguard_cds::services::find(&id).is_none() {
+        return Err(cds_error(&CdsError::UnknownService(id)));
+    }
+    let body = read_body(req, payload, state.body_limit).await?;
+    Ok((id, body))
+}
