@@ -110,13 +110,22 @@ impl Engine {
         });
 
         let mut keys = Vec::new();
+        let mut prefetched = Vec::new();
         for key in DATA_KEYS {
             let state = match req.prefetch.get(key) {
                 None => KeyState::Absent,
                 Some(raw) => match jakguard_fhir::read_value(raw) {
                     Fetched::Null => KeyState::Null,
                     Fetched::Failed(_) => KeyState::Failed,
-                    Fetched::Resources { next, .. } => KeyState::Provided { next },
+                    Fetched::Resources {
+                        resources,
+                        next,
+                        unreadable,
+                    } => {
+                        // Kept for `complete`: reading the prefetch twice was half the time.
+                        prefetched.push((key, resources, unreadable));
+                        KeyState::Provided { next }
+                    }
                 },
             };
             keys.push((key, state));
@@ -128,6 +137,7 @@ impl Engine {
             selected,
             relevant,
             keys,
+            prefetched,
         })
     }
 
@@ -211,6 +221,8 @@ pub struct Prepared<'a> {
     selected: Vec<usize>,
     relevant: bool,
     keys: Vec<(&'static str, KeyState)>,
+    /// The resources (and unreadable entries) of each `Provided` key, read once in `prepare`.
+    prefetched: Vec<(&'static str, Vec<jakguard_fhir::Entry<'a>>, Vec<String>)>,
 }
 
 /// What to fetch for one key: the whole query, or only the next pages of a prefetched Bundle.
@@ -277,6 +289,10 @@ pub struct FetchedKey {
 pub enum FetchOutcome {
     /// The JSON bodies read: a resource, or the pages of a search Bundle, in order.
     Pages(Vec<String>),
+    /// Some pages were read, then the rest could not be (deadline, page bound, server error):
+    /// the pages are used and the reason is shown on the card, so that a truncated search is
+    /// never taken for a complete one.
+    Partial { pages: Vec<String>, reason: String },
     /// The data could not be read; the reason is shown on the card (never a token or body).
     Failed(String),
 }
@@ -337,7 +353,7 @@ fn read_record(
     let pages: Vec<(&str, Vec<&serde_json::value::RawValue>)> = fetched
         .iter()
         .filter_map(|f| match &f.outcome {
-            FetchOutcome::Pages(pages) => Some((
+            FetchOutcome::Pages(pages) | FetchOutcome::Partial { pages, .. } => Some((
                 f.key,
                 pages
                     .iter()
@@ -354,24 +370,21 @@ fn read_record(
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.as_slice());
         let failure = fetched.iter().find_map(|f| match &f.outcome {
-            FetchOutcome::Failed(why) if f.key == key => Some(why.as_str()),
+            FetchOutcome::Failed(why) | FetchOutcome::Partial { reason: why, .. }
+                if f.key == key =>
+            {
+                Some(why.as_str())
+            }
             _ => None,
         });
         let mut have = false;
         if let KeyState::Provided { next } = state {
-            if let Some(raw) = p.req.prefetch.get(key) {
-                if let Fetched::Resources {
-                    resources,
-                    unreadable,
-                    ..
-                } = jakguard_fhir::read_value(raw)
-                {
-                    builder.add(&resources);
-                    for u in unreadable {
-                        builder.gap(DataGap::Unreadable {
-                            what: format!("prefetch `{key}`: {u}"),
-                        });
-                    }
+            if let Some((_, resources, unreadable)) = p.prefetched.iter().find(|e| e.0 == key) {
+                builder.add(resources);
+                for u in unreadable {
+                    builder.gap(DataGap::Unreadable {
+                        what: format!("prefetch `{key}`: {u}"),
+                    });
                 }
             }
             have = true;
