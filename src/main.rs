@@ -53,6 +53,13 @@ enum Command {
         /// Indent the JSON.
         #[arg(long)]
         pretty: bool,
+        /// Read what the request's prefetch lacks from this FHIR server (its base URL), as if
+        /// the request named it in `fhirServer`; https except loopback.
+        #[arg(long, requires = "token")]
+        fhir_server: Option<String>,
+        /// The bearer token for --fhir-server (it is never printed).
+        #[arg(long, requires = "fhir_server")]
+        token: Option<String>,
         file: String,
     },
 }
@@ -117,6 +124,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             language,
             config,
             pretty,
+            fhir_server,
+            token,
             file,
         } => {
             let cfg = Config::load(config.as_deref(), std::env::vars())?;
@@ -148,8 +157,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(s) => s,
                 None => service_for_hook(&body)?,
             };
+            let mut allow = jakguard_server::fetch::Allowlist::new(
+                &cfg.fhir.allowed_servers,
+                cfg.fhir.allow_http_loopback,
+            )?;
+            let body = match (&fhir_server, &token) {
+                (Some(server), Some(token)) => {
+                    // The operator names the server: it is allowed for this run, with the
+                    // same https rule as the configuration.
+                    allow = allow.with(server, cfg.fhir.allow_http_loopback)?;
+                    with_fhir_server(&body, server, token)?
+                }
+                _ => body,
+            };
+            let fetcher =
+                jakguard_server::fetch::Fetcher::with_allowlist(allow, cfg.fhir.fetch_config())?;
             let engine = jakguard_cds::Engine::new(Arc::new(knowledge));
-            match engine.evaluate(&service, &body, lang, today) {
+            // The same phases as the HTTP service: prepare, fetch what is missing, complete.
+            let evaluated = match engine.prepare(&service, &body) {
+                Err(e) => Err(e),
+                Ok(prepared) => {
+                    let fetched =
+                        actix_web::rt::System::new().block_on(fetcher.fetch_for(&prepared));
+                    match fetched {
+                        Ok(f) => engine.complete(&prepared, &f.fetched, lang, today),
+                        Err(jakguard_server::fetch::Refused::ServerNotAllowed { keys }) => {
+                            Err(jakguard_cds::CdsError::PreconditionFailed(keys))
+                        }
+                    }
+                }
+            };
+            match evaluated {
                 Ok(resp) => {
                     let out = if pretty {
                         serde_json::to_string_pretty(&resp.response)?
@@ -179,6 +217,22 @@ fn status_name(status: u16) -> &'static str {
         412 => "precondition failed",
         _ => "error",
     }
+}
+
+/// The request with `fhirServer` and `fhirAuthorization` set (for `eval --fhir-server`). Every
+/// other member is kept as written (raw), so the EHR's resources are echoed unchanged.
+fn with_fhir_server(body: &[u8], server: &str, token: &str) -> anyhow::Result<Vec<u8>> {
+    use serde_json::value::{to_raw_value, RawValue};
+    let mut request: std::collections::BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(body).context("the request is not a JSON object")?;
+    request.insert("fhirServer".into(), to_raw_value(server)?);
+    let authorization = serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "scope": "patient/*.read",
+    });
+    request.insert("fhirAuthorization".into(), to_raw_value(&authorization)?);
+    Ok(serde_json::to_vec(&request)?)
 }
 
 /// The service of the request's `hook`, so `eval` needs no `--service` for ordinary requests.

@@ -26,11 +26,68 @@ pub struct ClientConfig {
     pub jwks_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// `[fhir]`: which FHIR servers may be read when the prefetch lacks data, and how (see the
+/// README's "Fetching from the EHR's FHIR server").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct FhirConfig {
-    #[serde(default)]
+    /// Exact base URLs (origin and path); https except loopback.
     pub allowed_servers: Vec<String>,
+    /// Deadline of the whole fetch of one call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Pages read per prefetch key (Bundle `next` links followed).
+    pub max_pages: usize,
+    /// Allow plain http to loopback servers (tests, a local sidecar).
+    pub allow_http_loopback: bool,
+    /// Failed fetches in a row after which a server is left alone for `breaker_cooldown_ms`.
+    pub breaker_failures: u32,
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for FhirConfig {
+    fn default() -> Self {
+        let d = jakguard_fetch::FetchConfig::default();
+        FhirConfig {
+            allowed_servers: d.allowed_servers,
+            timeout_ms: d.timeout.as_millis() as u64,
+            max_pages: d.max_pages,
+            allow_http_loopback: d.allow_http_loopback,
+            breaker_failures: d.breaker_failures,
+            breaker_cooldown_ms: d.breaker_cooldown.as_millis() as u64,
+        }
+    }
+}
+
+impl FhirConfig {
+    /// The fetcher's settings.
+    pub fn fetch_config(&self) -> jakguard_fetch::FetchConfig {
+        jakguard_fetch::FetchConfig {
+            allowed_servers: self.allowed_servers.clone(),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            max_pages: self.max_pages,
+            allow_http_loopback: self.allow_http_loopback,
+            breaker_failures: self.breaker_failures,
+            breaker_cooldown: std::time::Duration::from_millis(self.breaker_cooldown_ms),
+            ..jakguard_fetch::FetchConfig::default()
+        }
+    }
+
+    /// Refuses what the fetcher would refuse, at load time (a plain-http server, a zero bound).
+    fn check(&self) -> Result<(), ConfigError> {
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            return Err(ConfigError::Invalid(
+                "fhir.timeout_ms must be between 1 and 60000".into(),
+            ));
+        }
+        if self.max_pages == 0 || self.breaker_failures == 0 {
+            return Err(ConfigError::Invalid(
+                "fhir.max_pages and fhir.breaker_failures must be at least 1".into(),
+            ));
+        }
+        jakguard_fetch::Allowlist::new(&self.allowed_servers, self.allow_http_loopback)
+            .map_err(|e| ConfigError::Invalid(format!("fhir.allowed_servers: {e}")))?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -149,6 +206,30 @@ impl Config {
                         .map(str::to_owned)
                         .collect()
                 }
+                "FHIR__TIMEOUT_MS" => {
+                    c.fhir.timeout_ms = value
+                        .parse()
+                        .map_err(|_| err("not a number of milliseconds".into()))?
+                }
+                "FHIR__MAX_PAGES" => {
+                    c.fhir.max_pages = value
+                        .parse()
+                        .map_err(|_| err("not a number of pages".into()))?
+                }
+                "FHIR__ALLOW_HTTP_LOOPBACK" => {
+                    c.fhir.allow_http_loopback =
+                        value.parse().map_err(|_| err("not true or false".into()))?
+                }
+                "FHIR__BREAKER_FAILURES" => {
+                    c.fhir.breaker_failures = value
+                        .parse()
+                        .map_err(|_| err("not a number of failures".into()))?
+                }
+                "FHIR__BREAKER_COOLDOWN_MS" => {
+                    c.fhir.breaker_cooldown_ms = value
+                        .parse()
+                        .map_err(|_| err("not a number of milliseconds".into()))?
+                }
                 "STORAGE__URL" => c.storage.url = Some(value),
                 "LOG" => {}
                 _ => return Err(err("unknown setting".into())),
@@ -159,6 +240,7 @@ impl Config {
                 "body_limit must be at least 1024 bytes".into(),
             ));
         }
+        c.fhir.check()?;
         Ok(c)
     }
 
@@ -184,6 +266,39 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fhir_keys_come_from_the_file_and_the_environment() {
+        let dir = std::env::temp_dir().join(format!("jakguard-fhir-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("jakguard.toml");
+        std::fs::write(
+            &file,
+            "[fhir]\nallowed_servers = [\"https://ehr.example.org/fhir\"]\nmax_pages = 3\n",
+        )
+        .unwrap();
+        let env = [("JAKGUARD_FHIR__TIMEOUT_MS".to_string(), "750".to_string())];
+        let c = Config::load(Some(&file), env.into_iter()).unwrap();
+        assert_eq!(c.fhir.allowed_servers, ["https://ehr.example.org/fhir"]);
+        assert_eq!(c.fhir.max_pages, 3);
+        assert_eq!(c.fhir.timeout_ms, 750);
+        assert!(c.fhir.allow_http_loopback);
+        let f = c.fhir.fetch_config();
+        assert_eq!(f.timeout, std::time::Duration::from_millis(750));
+        assert_eq!(FhirConfig::default().timeout_ms, 2000);
+    }
+
+    #[test]
+    fn plain_http_fhir_servers_are_refused_except_on_loopback() {
+        let env = |v: &str| [("JAKGUARD_FHIR__ALLOWED_SERVERS".to_string(), v.to_string())];
+        assert!(Config::load(None, env("http://ehr.example.org/fhir").into_iter()).is_err());
+        assert!(Config::load(None, env("http://127.0.0.1:8080/fhir").into_iter()).is_ok());
+        let mut e = env("http://127.0.0.1:8080/fhir").to_vec();
+        e.push(("JAKGUARD_FHIR__ALLOW_HTTP_LOOPBACK".into(), "false".into()));
+        assert!(Config::load(None, e.into_iter()).is_err());
+        let zero = [("JAKGUARD_FHIR__TIMEOUT_MS".to_string(), "0".to_string())];
+        assert!(Config::load(None, zero.into_iter()).is_err());
+    }
 
     #[test]
     fn defaults_bind_loopback_in_english() {

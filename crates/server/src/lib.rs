@@ -28,6 +28,8 @@ use jakguard_rules::Date;
 use jakguard_storage::{AuditSink, FeedbackStore, MemoryAudit, MemoryStore};
 
 pub use config::Config;
+/// The fetcher, for `jakguard eval` and the tests.
+pub use jakguard_fetch as fetch;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -36,6 +38,8 @@ pub struct AppState {
     pub audit: Arc<dyn AuditSink>,
     pub default_language: Lang,
     pub body_limit: usize,
+    /// Fetches what the prefetch lacks from the EHR's FHIR server (one pooled client).
+    pub fetcher: Arc<jakguard_fetch::Fetcher>,
 }
 
 /// Where feedback and audit records go.
@@ -90,12 +94,14 @@ impl Application {
         stores: Stores,
     ) -> anyhow_like::Result<Application> {
         let port = listener.local_addr()?.port();
+        let fetcher = Arc::new(jakguard_fetch::Fetcher::new(config.fhir.fetch_config())?);
         let state = web::Data::new(AppState {
             engine: Engine::new(knowledge),
             store: stores.feedback.clone(),
             audit: stores.audit.clone(),
             default_language: config.default_language,
             body_limit: config.body_limit,
+            fetcher,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -140,6 +146,8 @@ pub mod anyhow_like {
         Knowledge(#[from] jakguard_knowledge::KnowledgeError),
         #[error("cannot listen: {0}")]
         Io(#[from] std::io::Error),
+        #[error(transparent)]
+        Fetch(#[from] jakguard_fetch::FetchError),
     }
     pub type Result<T> = std::result::Result<T, StartError>;
 }

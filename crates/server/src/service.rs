@@ -1,6 +1,14 @@
-//! Discovery and the service calls.
+//! Discovery and the service calls: prepare (what the prefetch lacks), fetch it from the EHR's
+//! FHIR server (`jakguard-fetch`), complete (rules and cards).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
+
+use futures_util::FutureExt;
+use jakguard_cds::{CdsError, Engine, Evaluated};
+use jakguard_fetch::{FetchReport, Fetcher, Refused};
+use jakguard_knowledge::Lang;
+use jakguard_rules::Date;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -31,16 +39,31 @@ pub(crate) async fn call_service(
     let started = Instant::now();
     let engine = state.engine.clone();
     let today = today_utc();
-    // Evaluation takes microseconds; it runs on the worker. A panic would be a bug: it is
-    // caught so that the worker survives and the client gets an OperationOutcome.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        engine.evaluate(&id, &body, lang, today)
-    }));
+    // Evaluation takes microseconds and runs on the worker; only the fetch from the EHR's FHIR
+    // server waits (asynchronously, within its deadline). A panic would be a bug: it is caught
+    // in every phase so that the worker survives and the client gets an OperationOutcome.
+    let outcome = evaluate(&engine, &state.fetcher, &id, &body, lang, today).await;
     let elapsed_us = started.elapsed().as_micros() as u64;
+    // Counts and durations only: the fetch's URLs carry the patient id, its reasons may too.
+    let report = outcome.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
+    let fetch_ms = report.elapsed.as_millis() as u64;
+    let (fetched, fetch_failed) = (report.keys, report.failed);
+    let short_circuited = report.short_circuited;
+    let result = outcome.map(|(r, _)| r).ok_or(());
     match result {
         Ok(Ok(jakguard_cds::Evaluated { response, audit })) => {
             state.audit.record(audit);
-            tracing::info!(service = %id, status = 200, cards = response.cards.len(), elapsed_us, "evaluated");
+            tracing::info!(
+                service = %id,
+                status = 200,
+                cards = response.cards.len(),
+                elapsed_us,
+                fetched,
+                fetch_failed,
+                fetch_ms,
+                short_circuited,
+                "evaluated"
+            );
             match serde_json::to_vec(&response) {
                 Ok(bytes) => HttpResponse::Ok()
                     .content_type("application/json")
@@ -53,7 +76,15 @@ pub(crate) async fn call_service(
             }
         }
         Ok(Err(e)) => {
-            tracing::info!(service = %id, status = e.status(), elapsed_us, "refused");
+            tracing::info!(
+                service = %id,
+                status = e.status(),
+                elapsed_us,
+                fetched,
+                fetch_failed,
+                fetch_ms,
+                "refused"
+            );
             cds_error(&e)
         }
         Err(_) => {
@@ -65,4 +96,40 @@ pub(crate) async fn call_service(
             )
         }
     }
+}
+
+/// Prepare, fetch, complete. `None` when a phase panicked (a bug, answered 500).
+pub(crate) async fn evaluate(
+    engine: &Engine,
+    fetcher: &Fetcher,
+    id: &str,
+    body: &[u8],
+    lang: Lang,
+    today: Date,
+) -> Option<(Result<Evaluated, CdsError>, FetchReport)> {
+    let prepared = match catch_unwind(AssertUnwindSafe(|| engine.prepare(id, body))).ok()? {
+        Ok(p) => p,
+        Err(e) => return Some((Err(e), FetchReport::default())),
+    };
+    let fetch = AssertUnwindSafe(fetcher.fetch_for(&prepared))
+        .catch_unwind()
+        .await
+        .ok()?;
+    let fetch = match fetch {
+        Ok(f) => f,
+        // A server outside the allowlist: nothing was contacted, and the keys it would have
+        // given are named in the 412 (the rule: a request naming another server is
+        // refused, so that a misconfigured EHR is seen at once, not answered half-blind).
+        Err(Refused::ServerNotAllowed { keys }) => {
+            return Some((
+                Err(CdsError::PreconditionFailed(keys)),
+                FetchReport::default(),
+            ))
+        }
+    };
+    let done = catch_unwind(AssertUnwindSafe(|| {
+        engine.complete(&prepared, &fetch.fetched, lang, today)
+    }))
+    .ok()?;
+    Some((done, fetch.report))
 }
