@@ -52,7 +52,7 @@ pub fn read_value(raw: &RawValue) -> Fetched<'_> {
     if text == "null" {
         return Fetched::Null;
     }
-    let Ok(res) = serde_json::from_str::<RawResource>(text) else {
+    let Ok(res) = lenient::parse::<RawResource>(text) else {
         return Fetched::Failed("not a FHIR resource".into());
     };
     match res.resource_type.as_deref() {
@@ -60,7 +60,7 @@ pub fn read_value(raw: &RawValue) -> Fetched<'_> {
             Fetched::Failed("the client returned an OperationOutcome".into())
         }
         Some("Bundle") => {
-            let bundle: Bundle = match serde_json::from_str(text) {
+            let bundle: Bundle = match lenient::parse(text) {
                 Ok(b) => b,
                 Err(_) => return Fetched::Failed("a Bundle that could not be read".into()),
             };
@@ -159,8 +159,7 @@ pub struct DraftOrder<'a> {
 /// `medicationReference` against the Bundle's Medications and each order's `contained` ones.
 /// Other resource types (ServiceRequest...) are not drafts jakguard checks.
 pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static str> {
-    let bundle: Bundle =
-        serde_json::from_str(raw.get()).map_err(|_| "draftOrders is not a Bundle")?;
+    let bundle: Bundle = lenient::parse(raw.get()).map_err(|_| "draftOrders is not a Bundle")?;
     if bundle
         .resource_type
         .as_deref()

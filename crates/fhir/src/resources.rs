@@ -196,7 +196,7 @@ impl<'a> Bundle<'a> {
         let mut resources = Vec::new();
         for (i, e) in self.entry.iter().enumerate() {
             let Some(raw) = e.resource else { continue };
-            match serde_json::from_str::<RawResource>(raw.get()) {
+            match crate::lenient::parse::<RawResource>(raw.get()) {
                 Ok(resource) => resources.push(Entry {
                     full_url: e.full_url.as_ref().and_then(|u| u.ok().cloned()),
                     raw,
@@ -546,7 +546,7 @@ impl<'a> RawResource<'a> {
         };
         if let Some(local) = target.strip_prefix('#') {
             for raw in self.contained.iter() {
-                let Ok(res) = serde_json::from_str::<RawResource>(raw.get()) else {
+                let Ok(res) = crate::lenient::parse::<RawResource>(raw.get()) else {
                     continue;
                 };
                 let id = res.id.as_ref().and_then(Lenient::ok).map(|s| s.as_ref());
