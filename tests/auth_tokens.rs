@@ -164,7 +164,7 @@ async fn every_bad_token_is_refused_with_a_bare_401() {
     let mut hs = Header::new(Algorithm::HS384);
     hs.kid = Some(SANDBOX_KID.into());
     hs.typ = Some("JWT".into());
-    let hmac_with_public_key = encode(&hs, &good(), &EncodingKey::from_secret(&public_jwks)).unwrap();
+    let hmac_with_public_key = encode(&hs, &good(), &EncodingKey::from_secret(&public_jwks).unwrap()).unwrap();
 
     let valid = es384(SANDBOX_KID, &good());
     let parts: Vec<&str> = valid.split('.').collect();
@@ -210,10 +210,10 @@ async fn every_bad_token_is_refused_with_a_bare_401() {
         ("wrong issuer", Some(format!("Bearer {}", es384(SANDBOX_KID, &claims(&app, "https://evil.example.com", SERVICE))))),
         ("issuer of another client's key", Some(format!("Bearer {}", es384(SANDBOX_KID, &claims(&app, RSA_ISS, SERVICE))))),
         ("wrong audience", Some(format!("Bearer {}", es384(SANDBOX_KID, &claims(&app, SANDBOX_ISS, "/cds-services/jakguard-order-sign"))))),
-        ("audience of another host", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["aud"] = json!(format!("https://other.example.org{SERVICE}")); c }))))),
-        ("expired", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["exp"] = json!(t - 600); c["iat"] = json!(t - 900); c }))))),
-        ("issued in the future", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["iat"] = json!(t + 600); c["exp"] = json!(t + 700); c }))))),
-        ("lives an hour", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["exp"] = json!(t + 3600); c }))))),
+        ("audience of another host", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["aud"] = json!(format!("https://other.example.org{SERVICE}")); c })))),
+        ("expired", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["exp"] = json!(t - 600); c["iat"] = json!(t - 900); c })))),
+        ("issued in the future", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["iat"] = json!(t + 600); c["exp"] = json!(t + 700); c })))),
+        ("lives an hour", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["exp"] = json!(t + 3600); c })))),
         ("replayed jti", Some(format!("Bearer {replayed}"))),
         ("tampered payload", Some(format!("Bearer {tampered_payload}"))),
         ("tampered signature", Some(format!("Bearer {tampered_signature}"))),

@@ -1,4 +1,7 @@
 //! Spawns the real server on port 0, as production runs it, for HTTP tests.
+//!
+//! Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
 
 use std::sync::mpsc;
 
