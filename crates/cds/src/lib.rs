@@ -40,6 +40,9 @@ pub struct Engine {
     knowledge: Arc<Knowledge>,
 }
 
+/// The most draft orders one call may carry (an order entry session holds a handful).
+pub const MAX_DRAFT_ORDERS: usize = 200;
+
 /// The data keys the rules read; `patient` is the one without which nothing can be said.
 pub const DATA_KEYS: [&str; 4] = ["patient", "conditions", "observations", "medications"];
 
@@ -73,6 +76,12 @@ impl Engine {
         let req = request::parse(body, service)?;
         let drafts = jakguard_fhir::read_draft_orders(req.draft_orders)
             .map_err(|m| CdsError::BadRequest(m.into()))?;
+        if drafts.len() > MAX_DRAFT_ORDERS {
+            return Err(CdsError::BadRequest(format!(
+                "{} draft orders: at most {MAX_DRAFT_ORDERS} are evaluated in one call",
+                drafts.len()
+            )));
+        }
 
         let selected: Vec<usize> = match (&req.hook, &req.selections) {
             (Hook::OrderSelect, Some(selections)) => {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use jakguard_rules::{DataGap, MedicationInfo, Order, Record, ResourceRef};
 use serde_json::value::RawValue;
 
-pub use resources::{Bundle, RawResource};
+pub use resources::{Bundle, RawResource, MAX_ENTRIES};
 
 use resources::Converted;
 

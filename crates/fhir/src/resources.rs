@@ -195,6 +195,11 @@ impl<'a> Bundle<'a> {
         }
         let mut resources = Vec::new();
         for (i, e) in self.entry.iter().enumerate() {
+            if i == MAX_ENTRIES {
+                // Bounded work per request; what is not read is said, never dropped silently.
+                unreadable.push(format!("Bundle entries after the first {MAX_ENTRIES}"));
+                break;
+            }
             let Some(raw) = e.resource else { continue };
             match crate::lenient::parse::<RawResource>(raw.get()) {
                 Ok(resource) => resources.push(Entry {
@@ -217,6 +222,10 @@ impl<'a> Bundle<'a> {
         }
     }
 }
+
+/// The most entries read from one Bundle (a hostile or runaway client must not make one
+/// request cost unbounded work; the body limit bounds it too).
+pub const MAX_ENTRIES: usize = 20_000;
 
 /// A MedicationRequest or MedicationStatement waiting for its `medicationReference` to be resolved.
 #[derive(Debug, Clone)]

@@ -25,6 +25,9 @@ pub(crate) fn cds_error(e: &CdsError) -> HttpResponse {
 }
 
 /// Checks the content type and reads the body up to the limit.
+/// How long a client may take to send its whole body.
+pub(crate) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -58,7 +61,21 @@ pub(crate) async fn read_body(
         }
     }
     let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
+    // A client that trickles its body holds a worker: the whole body must arrive in time.
+    let deadline = actix_web::rt::time::Instant::now() + BODY_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(actix_web::rt::time::Instant::now());
+        let next = match actix_web::rt::time::timeout(left, payload.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                return Err(error_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the body did not arrive in time",
+                ))
+            }
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| {
             error_response(
                 StatusCode::BAD_REQUEST,
