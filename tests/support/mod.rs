@@ -72,3 +72,81 @@ pub fn fixture_names() -> Vec<String> {
     names.sort();
     names
 }
+
+/// The FHIR server of the fetch tests, started by `.ci/setup.d/30-fhir-server.sh`: its base
+/// URL and bearer token. Without it: a failure under CI (the server must have been started), a
+/// printed notice and `None` (skip) elsewhere.
+#[allow(dead_code)]
+pub fn test_fhir_server() -> Option<(String, String)> {
+    let url = std::env::var("JAKGUARD_TEST_FHIR_URL").unwrap_or_default();
+    let token = std::env::var("JAKGUARD_TEST_FHIR_TOKEN").unwrap_or_default();
+    if !url.is_empty() && !token.is_empty() {
+        return Some((url, token));
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but JAKGUARD_TEST_FHIR_URL / JAKGUARD_TEST_FHIR_TOKEN are not set: \
+         .ci/setup.d/30-fhir-server.sh must start the FHIR server"
+    );
+    eprintln!(
+        "NOTICE: skipping a FHIR server test: JAKGUARD_TEST_FHIR_URL is not set \
+         (source .ci/setup.d/30-fhir-server.sh to start one)"
+    );
+    None
+}
+
+/// The service with `allowed` FHIR servers and the `[fhir]` settings changed by `tweak`.
+#[allow(dead_code)]
+pub fn spawn_with_fhir(
+    allowed: &[&str],
+    tweak: impl FnOnce(&mut jakguard_server::config::FhirConfig),
+) -> TestApp {
+    let mut fhir = jakguard_server::config::FhirConfig {
+        allowed_servers: allowed.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    tweak(&mut fhir);
+    spawn_with(Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        fhir,
+        ..Config::default()
+    })
+}
+
+/// order -> topic -> (sorted factor codes, sorted evidence references) of a response.
+#[allow(dead_code)]
+pub fn cards_by_order(
+    resp: &serde_json::Value,
+) -> std::collections::BTreeMap<
+    String,
+    std::collections::BTreeMap<String, Vec<(String, Vec<String>)>>,
+> {
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<_, _>> =
+        Default::default();
+    for card in resp["cards"].as_array().into_iter().flatten() {
+        let ext = &card["extension"]["jakguard"];
+        let order = ext["order"].as_str().unwrap_or("").to_owned();
+        let topic = card["source"]["topic"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let mut factors: Vec<(String, Vec<String>)> = ext["factors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let mut ev: Vec<String> = f["evidence"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect();
+                ev.sort();
+                (f["code"].as_str().unwrap_or("").to_owned(), ev)
+            })
+            .collect();
+        factors.sort();
+        out.entry(order).or_default().insert(topic, factors);
+    }
+    out
+}
