@@ -24,6 +24,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check a configuration file and print the effective configuration, secrets masked.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Run the service (defaults: 127.0.0.1:8080, embedded knowledge).
     Serve {
         /// Address to listen on, e.g. 127.0.0.1:8080.
@@ -64,6 +69,12 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate FILE (with the JAKGUARD_* environment applied) and print the result.
+    Check { file: PathBuf },
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -89,6 +100,20 @@ fn init_tracing() {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Config {
+            action: ConfigAction::Check { file },
+        } => {
+            // Everything `serve` would check before listening, without listening.
+            let cfg = Config::load(Some(&file), std::env::vars())?;
+            match &cfg.knowledge_dir {
+                Some(dir) => Knowledge::from_dir(dir)?,
+                None => Knowledge::embedded()?,
+            };
+            jakguard_auth::Verifier::new(&cfg.clients)?;
+            print!("{}", cfg.effective());
+            eprintln!("jakguard: `{}` is valid", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             bind,
             config,

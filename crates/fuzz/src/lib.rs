@@ -25,7 +25,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -36,7 +36,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            (self.next_u64() % n as u64) as usize
         }
     }
 }
@@ -51,7 +51,9 @@ pub struct Violation {
 /// Evaluates one input and checks the promises.
 pub fn check(engine: &Engine, service: &str, input: &[u8]) -> Result<(), String> {
     let today = Date::new(2026, 12, 1).expect("a valid date");
-    let outcome = catch_unwind(AssertUnwindSafe(|| engine.evaluate(service, input, Lang::Fr, today)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        engine.evaluate(service, input, Lang::Fr, today)
+    }));
     match outcome {
         Err(_) => Err("panicked".into()),
         Ok(Err(e)) if [400, 404, 412].contains(&e.status()) => Ok(()),
@@ -59,13 +61,18 @@ pub fn check(engine: &Engine, service: &str, input: &[u8]) -> Result<(), String>
         Ok(Ok(ev)) => {
             for c in &ev.response.cards {
                 if c.summary.chars().count() >= 140 {
-                    return Err(format!("summary of {} characters", c.summary.chars().count()));
+                    return Err(format!(
+                        "summary of {} characters",
+                        c.summary.chars().count()
+                    ));
                 }
                 if !["info", "warning", "critical"].contains(&c.indicator) {
                     return Err(format!("indicator {}", c.indicator));
                 }
             }
-            serde_json::to_vec(&ev.response).map(|_| ()).map_err(|e| format!("response not serialisable: {e}"))
+            serde_json::to_vec(&ev.response)
+                .map(|_| ())
+                .map_err(|e| format!("response not serialisable: {e}"))
         }
     }
 }
@@ -96,7 +103,7 @@ fn mutate_bytes(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
         1 => {
             for _ in 0..=rng.below(8) {
                 let i = rng.below(out.len());
-                out[i] = rng.next() as u8;
+                out[i] = rng.next_u64() as u8;
             }
         }
         2 => {
@@ -120,7 +127,11 @@ fn mutate_value(rng: &mut Rng, v: &mut Value, depth: usize) {
     let descend = depth < 12 && rng.below(4) != 0;
     match v {
         Value::Object(map) if descend && !map.is_empty() => {
-            let key = map.keys().nth(rng.below(map.len())).cloned().unwrap_or_default();
+            let key = map
+                .keys()
+                .nth(rng.below(map.len()))
+                .cloned()
+                .unwrap_or_default();
             if rng.below(6) == 0 {
                 map.remove(&key);
             } else if let Some(child) = map.get_mut(&key) {
@@ -148,7 +159,7 @@ fn replacement(rng: &mut Rng) -> Value {
     match rng.below(12) {
         0 => Value::Null,
         1 => Value::Bool(rng.below(2) == 0),
-        2 => Value::from(rng.next() as i64),
+        2 => Value::from(rng.next_u64() as i64),
         3 => Value::from(-1.5e300),
         4 => Value::from(""),
         5 => Value::from("1958"),
@@ -162,14 +173,23 @@ fn replacement(rng: &mut Rng) -> Value {
 }
 
 /// Runs `iterations` mutations of every seed; returns the first violations found.
-pub fn run(engine: &Engine, seeds: &[(String, Vec<u8>)], iterations: usize, seed: u64) -> Vec<Violation> {
+pub fn run(
+    engine: &Engine,
+    seeds: &[(String, Vec<u8>)],
+    iterations: usize,
+    seed: u64,
+) -> Vec<Violation> {
     let mut rng = Rng::new(seed);
     let mut found = Vec::new();
     for n in 0..iterations {
         let (service, body) = &seeds[n % seeds.len()];
         let input = mutate(&mut rng, body);
         // Also send it to the other service now and then: the wrong-hook paths matter too.
-        let service = if rng.below(10) == 0 { "jakguard-order-sign" } else { service.as_str() };
+        let service = if rng.below(10) == 0 {
+            "jakguard-order-sign"
+        } else {
+            service.as_str()
+        };
         if let Err(what) = check(engine, service, &input) {
             found.push(Violation { input, what });
             if found.len() >= 5 {
@@ -183,12 +203,22 @@ pub fn run(engine: &Engine, seeds: &[(String, Vec<u8>)], iterations: usize, seed
 /// The fixtures as (service, body) seeds.
 pub fn seeds(dir: &std::path::Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    let mut paths: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     paths.sort();
-    for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+    for p in paths
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
         let body = std::fs::read(&p)?;
-        let hook = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["hook"].as_str().map(str::to_owned));
-        out.push((format!("jakguard-{}", hook.unwrap_or_else(|| "order-sign".into())), body));
+        let hook = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["hook"].as_str().map(str::to_owned));
+        out.push((
+            format!("jakguard-{}", hook.unwrap_or_else(|| "order-sign".into())),
+            body,
+        ));
     }
     Ok(out)
 }
@@ -203,18 +233,35 @@ mod tests {
         let engine = Engine::new(Arc::new(jakguard_knowledge::Knowledge::embedded().unwrap()));
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/requests");
         let seeds = seeds(&dir).unwrap();
-        let iterations = std::env::var("JAKGUARD_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+        let iterations = std::env::var("JAKGUARD_FUZZ_ITERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3000);
         let found = run(&engine, &seeds, iterations, 0x5eed);
-        let report: Vec<String> =
-            found.iter().map(|v| format!("{}: {}", v.what, String::from_utf8_lossy(&v.input[..v.input.len().min(300)]))).collect();
+        let report: Vec<String> = found
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}: {}",
+                    v.what,
+                    String::from_utf8_lossy(&v.input[..v.input.len().min(300)])
+                )
+            })
+            .collect();
         assert!(found.is_empty(), "{report:#?}");
     }
 
     #[test]
     fn mutation_is_reproducible_from_the_seed() {
         let seed = br#"{"a": [1, 2, {"b": "c"}]}"#;
-        let a: Vec<Vec<u8>> = { let mut r = Rng::new(7); (0..20).map(|_| mutate(&mut r, seed)).collect() };
-        let b: Vec<Vec<u8>> = { let mut r = Rng::new(7); (0..20).map(|_| mutate(&mut r, seed)).collect() };
+        let a: Vec<Vec<u8>> = {
+            let mut r = Rng::new(7);
+            (0..20).map(|_| mutate(&mut r, seed)).collect()
+        };
+        let b: Vec<Vec<u8>> = {
+            let mut r = Rng::new(7);
+            (0..20).map(|_| mutate(&mut r, seed)).collect()
+        };
         assert_eq!(a, b);
     }
 }

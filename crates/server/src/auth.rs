@@ -1,4 +1,4 @@
-//! The authentication middleware: every endpoint but health checks and the OpenAPI document
+//! The authentication middleware: every endpoint but health checks, metrics and the OpenAPI document
 //! requires a valid CDS client JWT once clients are configured (see `jakguard-auth`).
 //!
 //! It sits inside CORS, so that browser preflights are answered before any token is asked for
@@ -18,7 +18,8 @@ use jakguard_auth::Verifier;
 
 /// Paths anyone may read.
 fn is_public(path: &str) -> bool {
-    path.starts_with("/health/") || path == "/openapi.json"
+    // Metrics carry no patient data; who may scrape them is the network policy's concern.
+    path.starts_with("/health/") || path == "/openapi.json" || path == "/metrics"
 }
 
 /// Wraps the app with token verification. `public_base` is the service's public URL
@@ -42,7 +43,10 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(AuthenticateMiddleware { service: Rc::new(service), config: self.clone() }))
+        ready(Ok(AuthenticateMiddleware {
+            service: Rc::new(service),
+            config: self.clone(),
+        }))
     }
 }
 
@@ -66,8 +70,14 @@ where
         let service = self.service.clone();
         let config = self.config.clone();
         Box::pin(async move {
-            if !config.verifier.enabled() || req.method() == Method::OPTIONS || is_public(req.path()) {
-                return service.call(req).await.map(ServiceResponse::map_into_left_body);
+            if !config.verifier.enabled()
+                || req.method() == Method::OPTIONS
+                || is_public(req.path())
+            {
+                return service
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_left_body);
             }
             let path = req.path().to_owned();
             let url = format!("{}{}", config.public_base.trim_end_matches('/'), path);
@@ -79,12 +89,26 @@ where
             if let Some(s) = &service_url {
                 audiences.push(s.as_str());
             }
-            let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            match config.verifier.verify(authorization.as_deref(), &audiences, now).await {
+            let authorization = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            match config
+                .verifier
+                .verify(authorization.as_deref(), &audiences, now)
+                .await
+            {
                 Ok(caller) => {
                     tracing::debug!(issuer = %caller.issuer, "authenticated");
-                    service.call(req).await.map(ServiceResponse::map_into_left_body)
+                    service
+                        .call(req)
+                        .await
+                        .map(ServiceResponse::map_into_left_body)
                 }
                 Err(failure) => {
                     // The reason goes to the log, never the token nor to the client.

@@ -17,14 +17,8 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// A CDS client trusted to call the service (verification of its JWTs is not built yet).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    pub issuer: String,
-    pub jwks_file: Option<PathBuf>,
-    pub jwks_url: Option<String>,
-}
+/// A CDS client trusted to call the service: its issuer and where its keys are.
+pub use jakguard_auth::ClientConfig;
 
 /// `[fhir]`: which FHIR servers may be read when the prefetch lacks data, and how (see the
 /// README's "Fetching from the EHR's FHIR server").
@@ -90,10 +84,83 @@ impl FhirConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// `[storage]`: where feedback and the audit trail are kept (see the README's "Storage and
+/// audit"). Without `url`: SQLite in `data_dir`.
+#[derive(Clone, PartialEq)]
 pub struct StorageConfig {
+    /// `sqlite:PATH`, `postgres://USER:PASSWORD@HOST:PORT/DB`, or `memory:` (not durable).
     pub url: Option<String>,
+    /// Folder of the default SQLite file and of the generated patient-id secret
+    /// (in the file: relative to the file).
+    pub data_dir: PathBuf,
+    /// HMAC secret for patient ids in the audit trail; required with PostgreSQL.
+    pub patient_id_secret: Option<String>,
+    pub max_connections: u32,
+    /// Audit records kept in memory while the database is unreachable.
+    pub audit_buffer: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let o = jakguard_storage::StorageOptions::default();
+        StorageConfig {
+            url: o.url,
+            data_dir: o.data_dir,
+            patient_id_secret: o.patient_id_secret,
+            max_connections: o.max_connections,
+            audit_buffer: o.audit_buffer,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn options(&self) -> jakguard_storage::StorageOptions {
+        jakguard_storage::StorageOptions {
+            url: self.url.clone(),
+            data_dir: self.data_dir.clone(),
+            patient_id_secret: self.patient_id_secret.clone(),
+            max_connections: self.max_connections,
+            audit_buffer: self.audit_buffer,
+        }
+    }
+}
+
+// Through the storage options' Debug, which hides the secret and database passwords.
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.options().fmt(f)
+    }
+}
+
+/// `[storage]` as written in the file: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStorageConfig {
+    url: Option<String>,
+    data_dir: Option<PathBuf>,
+    patient_id_secret: Option<String>,
+    max_connections: Option<u32>,
+    audit_buffer: Option<usize>,
+}
+
+impl FileStorageConfig {
+    fn apply(self, c: &mut StorageConfig, base: &Path) {
+        if let Some(u) = self.url {
+            c.url = Some(u);
+        }
+        if let Some(d) = self.data_dir {
+            c.data_dir = base.join(d);
+        }
+        if let Some(s) = self.patient_id_secret {
+            c.patient_id_secret = Some(s);
+        }
+        if let Some(n) = self.max_connections {
+            c.max_connections = n;
+        }
+        if let Some(n) = self.audit_buffer {
+            c.audit_buffer = n;
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,10 +172,16 @@ pub struct Config {
     /// A knowledge folder to use instead of the embedded one.
     pub knowledge_dir: Option<PathBuf>,
     pub clients: Vec<ClientConfig>,
+    /// The URL clients call this service at (scheme, host, port, path prefix): the expected
+    /// `aud` of their tokens is derived from it. Defaults to `http://` + the bound address;
+    /// set it behind a proxy or ingress.
+    pub public_url: Option<String>,
     pub fhir: FhirConfig,
     pub storage: StorageConfig,
     /// Allow a non-loopback bind without authenticated clients.
     pub insecure: bool,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    pub shutdown_grace_seconds: u64,
 }
 
 impl Default for Config {
@@ -119,9 +192,11 @@ impl Default for Config {
             body_limit: 5 * 1024 * 1024,
             knowledge_dir: None,
             clients: vec![],
+            public_url: None,
             fhir: FhirConfig::default(),
             storage: StorageConfig::default(),
             insecure: false,
+            shutdown_grace_seconds: 30,
         }
     }
 }
@@ -133,10 +208,12 @@ struct FileConfig {
     default_language: Option<String>,
     body_limit: Option<usize>,
     knowledge_dir: Option<PathBuf>,
+    shutdown_grace_seconds: Option<u64>,
     #[serde(default)]
     clients: Vec<ClientConfig>,
+    public_url: Option<String>,
     fhir: Option<FhirConfig>,
-    storage: Option<StorageConfig>,
+    storage: Option<FileStorageConfig>,
 }
 
 fn parse_lang(s: &str) -> Result<Lang, String> {
@@ -169,6 +246,9 @@ impl Config {
                 c.default_language =
                     parse_lang(&l).map_err(|e| ConfigError::File(name.clone(), e))?;
             }
+            if let Some(g) = f.shutdown_grace_seconds {
+                c.shutdown_grace_seconds = g;
+            }
             if let Some(l) = f.body_limit {
                 c.body_limit = l;
             }
@@ -176,12 +256,24 @@ impl Config {
                 // Relative to the configuration file, like every path in it.
                 c.knowledge_dir = Some(path.parent().unwrap_or(Path::new(".")).join(dir));
             }
-            c.clients = f.clients;
+            // Paths of JWKS files are relative to the configuration file.
+            let base = path.parent().unwrap_or(Path::new("."));
+            c.clients = f
+                .clients
+                .into_iter()
+                .map(|mut cl| {
+                    cl.jwks_file = cl.jwks_file.map(|p| base.join(p));
+                    cl
+                })
+                .collect();
+            if let Some(u) = f.public_url {
+                c.public_url = Some(u);
+            }
             if let Some(fhir) = f.fhir {
                 c.fhir = fhir;
             }
             if let Some(s) = f.storage {
-                c.storage = s;
+                s.apply(&mut c.storage, path.parent().unwrap_or(Path::new(".")));
             }
         }
         for (key, value) in env {
@@ -192,6 +284,11 @@ impl Config {
             match name {
                 "BIND" => c.bind = parse_bind(&value).map_err(err)?,
                 "DEFAULT_LANGUAGE" => c.default_language = parse_lang(&value).map_err(err)?,
+                "SHUTDOWN_GRACE_SECONDS" => {
+                    c.shutdown_grace_seconds = value
+                        .parse()
+                        .map_err(|_| err("not a number of seconds".into()))?
+                }
                 "BODY_LIMIT" => {
                     c.body_limit = value
                         .parse()
@@ -206,6 +303,7 @@ impl Config {
                         .map(str::to_owned)
                         .collect()
                 }
+                "PUBLIC_URL" => c.public_url = Some(value),
                 "FHIR__TIMEOUT_MS" => {
                     c.fhir.timeout_ms = value
                         .parse()
@@ -231,6 +329,21 @@ impl Config {
                         .map_err(|_| err("not a number of milliseconds".into()))?
                 }
                 "STORAGE__URL" => c.storage.url = Some(value),
+                "STORAGE__DATA_DIR" => c.storage.data_dir = PathBuf::from(value),
+                "STORAGE__PATIENT_ID_SECRET" => c.storage.patient_id_secret = Some(value),
+                "STORAGE__MAX_CONNECTIONS" => {
+                    c.storage.max_connections = value
+                        .parse()
+                        .map_err(|_| err("not a number of connections".into()))?
+                }
+                "STORAGE__AUDIT_BUFFER" => {
+                    c.storage.audit_buffer = value
+                        .parse()
+                        .map_err(|_| err("not a number of records".into()))?
+                }
+                // The test suite's own settings (e.g. JAKGUARD_TEST_POSTGRES_URL, exported by CI
+                // for the whole run), not the service's.
+                n if n.starts_with("TEST_") => {}
                 "LOG" => {}
                 _ => return Err(err("unknown setting".into())),
             }
@@ -240,18 +353,91 @@ impl Config {
                 "body_limit must be at least 1024 bytes".into(),
             ));
         }
+        if c.storage.max_connections == 0 || c.storage.audit_buffer == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.max_connections and storage.audit_buffer must be at least 1".into(),
+            ));
+        }
         c.fhir.check()?;
         Ok(c)
+    }
+
+    /// The effective configuration as TOML, secrets masked: what `jakguard config check` prints.
+    pub fn effective(&self) -> String {
+        fn q(s: &str) -> String {
+            format!("{s:?}")
+        }
+        fn list(v: &[String]) -> String {
+            format!(
+                "[{}]",
+                v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+            )
+        }
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k} = {v}\n"));
+        line("bind", q(&self.bind.to_string()));
+        if let Some(u) = &self.public_url {
+            line("public_url", q(u));
+        }
+        line("default_language", q(self.default_language.as_str()));
+        line("body_limit", self.body_limit.to_string());
+        line(
+            "shutdown_grace_seconds",
+            self.shutdown_grace_seconds.to_string(),
+        );
+        if let Some(d) = &self.knowledge_dir {
+            line("knowledge_dir", q(&d.display().to_string()));
+        }
+        for c in &self.clients {
+            out.push_str("\n[[clients]]\n");
+            out.push_str(&format!("issuer = {}\n", q(&c.issuer)));
+            if let Some(f) = &c.jwks_file {
+                out.push_str(&format!("jwks_file = {}\n", q(&f.display().to_string())));
+            }
+            if let Some(u) = &c.jwks_url {
+                out.push_str(&format!("jwks_url = {}\n", q(u)));
+            }
+            if !c.jku_allowlist.is_empty() {
+                out.push_str(&format!("jku_allowlist = {}\n", list(&c.jku_allowlist)));
+            }
+            if let Some(t) = &c.tenant {
+                out.push_str(&format!("tenant = {}\n", q(t)));
+            }
+        }
+        out.push_str("\n[fhir]\n");
+        out.push_str(&format!(
+            "allowed_servers = {}\n",
+            list(&self.fhir.allowed_servers)
+        ));
+        out.push_str(&format!("timeout_ms = {}\n", self.fhir.timeout_ms));
+        out.push_str(&format!("max_pages = {}\n", self.fhir.max_pages));
+        out.push_str(&format!(
+            "allow_http_loopback = {}\n",
+            self.fhir.allow_http_loopback
+        ));
+        out.push_str("\n[storage]\n");
+        if let Some(u) = &self.storage.url {
+            out.push_str(&format!("url = {}\n", q(&mask_url(u))));
+        }
+        out.push_str(&format!(
+            "data_dir = {}\n",
+            q(&self.storage.data_dir.display().to_string())
+        ));
+        out.push_str(&format!(
+            "patient_id_secret = {}\n",
+            if self.storage.patient_id_secret.is_some() {
+                q("********")
+            } else {
+                q("(not set)")
+            }
+        ));
+        out
     }
 
     /// Refuses configurations that would expose the service without protection.
     pub fn check_security(&self) -> Result<(), ConfigError> {
         if !self.clients.is_empty() {
-            return Err(ConfigError::Invalid(
-                "[[clients]] is configured, but JWT verification of CDS clients is not implemented in this version: \
-                 refusing to start rather than accept unauthenticated calls while appearing to check them"
-                    .into(),
-            ));
+            return Ok(());
         }
         if !self.bind.ip().is_loopback() && !self.insecure {
             return Err(ConfigError::Invalid(format!(
@@ -336,16 +522,19 @@ mod tests {
     }
 
     #[test]
-    fn configured_clients_are_refused_until_tokens_are_verified() {
+    fn a_public_bind_with_clients_is_allowed() {
         let c = Config {
+            bind: "0.0.0.0:8080".parse().unwrap(),
             clients: vec![ClientConfig {
                 issuer: "https://sandbox.cds-hooks.org".into(),
-                jwks_file: None,
+                jwks_file: Some("keys.json".into()),
                 jwks_url: None,
+                jku_allowlist: vec![],
+                tenant: None,
             }],
             ..Config::default()
         };
-        assert!(c.check_security().is_err());
+        assert!(c.check_security().is_ok());
     }
 
     #[test]
@@ -357,5 +546,76 @@ mod tests {
         assert!(c.check_security().is_err());
         c.insecure = true;
         assert!(c.check_security().is_ok());
+    }
+
+    #[test]
+    fn storage_keys_come_from_the_file_and_the_environment() {
+        let dir = std::env::temp_dir().join(format!("jakguard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("jakguard.toml");
+        std::fs::write(
+            &file,
+            "[storage]\ndata_dir = \"state\"\npatient_id_secret = \"from the file, long enough\"\n",
+        )
+        .unwrap();
+        let env = [
+            (
+                "JAKGUARD_STORAGE__URL".to_string(),
+                "postgres://u:pw@127.0.0.1/db".to_string(),
+            ),
+            ("JAKGUARD_STORAGE__AUDIT_BUFFER".into(), "500".into()),
+        ];
+        let c = Config::load(Some(&file), env.into_iter()).unwrap();
+        assert_eq!(c.storage.data_dir, dir.join("state"));
+        assert_eq!(c.storage.audit_buffer, 500);
+        assert_eq!(
+            c.storage.url.as_deref(),
+            Some("postgres://u:pw@127.0.0.1/db")
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("long enough") && !shown.contains(":pw@"),
+            "{shown}"
+        );
+        let zero = [(
+            "JAKGUARD_STORAGE__MAX_CONNECTIONS".to_string(),
+            "0".to_string(),
+        )];
+        assert!(Config::load(None, zero.into_iter()).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A database URL with its password replaced by asterisks.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:********@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod effective_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_in_the_effective_configuration() {
+        let mut c = Config::default();
+        c.storage.url = Some("postgres://jak:s3cret@db:5432/jakguard".into());
+        c.storage.patient_id_secret = Some("hmac-key".into());
+        let text = c.effective();
+        assert!(
+            !text.contains("s3cret") && !text.contains("hmac-key"),
+            "{text}"
+        );
+        assert!(text.contains("postgres://jak:********@db:5432/jakguard"));
+        // What is printed reads back as TOML.
+        toml::from_str::<toml::Table>(&text).unwrap();
     }
 }

@@ -8,10 +8,14 @@
 //! - no patient data, token or body is logged: only the service id, the hookInstance, the
 //!   status and the duration.
 
+mod auth;
 pub mod config;
 mod feedback;
+mod floor;
 mod health;
 mod http;
+pub mod metrics;
+mod openapi;
 mod service;
 
 use std::net::TcpListener;
@@ -40,6 +44,7 @@ pub struct AppState {
     pub body_limit: usize,
     /// Fetches what the prefetch lacks from the EHR's FHIR server (one pooled client).
     pub fetcher: Arc<jakguard_fetch::Fetcher>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Where feedback and audit records go.
@@ -52,15 +57,23 @@ pub struct Stores {
 impl Stores {
     /// In-memory stores (development and tests).
     pub fn memory() -> Stores {
+        let audit = Arc::new(MemoryAudit::default());
         Stores {
-            feedback: Arc::new(MemoryStore::default()),
-            audit: Arc::new(MemoryAudit::default()),
+            feedback: Arc::new(MemoryStore::with_audit(audit.clone())),
+            audit,
         }
     }
 
-    /// The stores the configuration names.
-    pub fn from_config(_config: &Config) -> Stores {
-        Stores::memory()
+    /// The stores the configuration names: SQLite under `storage.data_dir` by default,
+    /// PostgreSQL or memory when `storage.url` says so. Connects, migrates and starts the
+    /// audit writer before the service listens; a database that cannot be opened stops
+    /// start-up with the reason.
+    pub fn from_config(config: &Config) -> Result<Stores, jakguard_storage::OpenError> {
+        let opened = jakguard_storage::open(&config.storage.options())?;
+        Ok(Stores {
+            feedback: opened.feedback,
+            audit: opened.audit,
+        })
     }
 }
 
@@ -83,7 +96,7 @@ impl Application {
             config,
             Arc::new(knowledge),
             listener,
-            Stores::from_config(config),
+            Stores::from_config(config)?,
         )
     }
 
@@ -93,19 +106,41 @@ impl Application {
         listener: TcpListener,
         stores: Stores,
     ) -> anyhow_like::Result<Application> {
-        let port = listener.local_addr()?.port();
+        let local = listener.local_addr()?;
+        let port = local.port();
+        let app_metrics = Arc::new(metrics::Metrics::new());
+        let authenticate = auth::Authenticate {
+            verifier: Arc::new(jakguard_auth::Verifier::new(&config.clients)?),
+            public_base: config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{local}"))
+                .into(),
+            on_failure: {
+                let m = app_metrics.clone();
+                Arc::new(move |reason| m.auth_failure(reason))
+            },
+        };
         let fetcher = Arc::new(jakguard_fetch::Fetcher::new(config.fhir.fetch_config())?);
         let state = web::Data::new(AppState {
             engine: Engine::new(knowledge),
             store: stores.feedback.clone(),
-            audit: stores.audit.clone(),
+            audit: Arc::new(metrics::CountingAudit {
+                inner: stores.audit.clone(),
+                metrics: app_metrics.clone(),
+            }),
             default_language: config.default_language,
             body_limit: config.body_limit,
             fetcher,
+            metrics: app_metrics.clone(),
         });
+        let metrics_data = web::Data::new(app_metrics.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(metrics_data.clone())
+                .wrap(authenticate.clone())
+                .wrap(metrics::Measure(app_metrics.clone()))
                 .wrap(cors())
                 .route("/cds-services", web::get().to(service::discovery))
                 .route("/cds-services/{id}", web::post().to(service::call_service))
@@ -113,10 +148,14 @@ impl Application {
                     "/cds-services/{id}/feedback",
                     web::post().to(feedback::feedback),
                 )
+                .route("/openapi.json", web::get().to(openapi::document))
+                .route("/metrics", web::get().to(metrics::render))
+                .configure(floor::configure)
                 .route("/health/live", web::get().to(health::live))
                 .route("/health/ready", web::get().to(health::ready))
                 .default_service(web::to(health::not_found))
         })
+        .shutdown_timeout(config.shutdown_grace_seconds)
         .client_request_timeout(std::time::Duration::from_secs(10))
         .client_disconnect_timeout(std::time::Duration::from_secs(2))
         .listen(listener)?
@@ -148,6 +187,10 @@ pub mod anyhow_like {
         Io(#[from] std::io::Error),
         #[error(transparent)]
         Fetch(#[from] jakguard_fetch::FetchError),
+        #[error(transparent)]
+        Storage(#[from] jakguard_storage::OpenError),
+        #[error("authentication: {0}")]
+        Auth(#[from] jakguard_auth::ConfigError),
     }
     pub type Result<T> = std::result::Result<T, StartError>;
 }

@@ -48,6 +48,11 @@ pub(crate) async fn call_service(
     let report = outcome.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
     let fetch_ms = report.elapsed.as_millis() as u64;
     let (fetched, fetch_failed) = (report.keys, report.failed);
+    if fetched > 0 {
+        state
+            .metrics
+            .fetched("all", fetch_failed == 0, report.elapsed.as_secs_f64());
+    }
     let short_circuited = report.short_circuited;
     let result = outcome.map(|(r, _)| r).ok_or(());
     match result {
@@ -111,6 +116,10 @@ pub(crate) async fn evaluate(
         Ok(p) => p,
         Err(e) => return Some((Err(e), FetchReport::default())),
     };
+    // The request's span (opened by the metrics middleware) carries the hookInstance, so that
+    // every log line of this call can be tied to the EHR's own logs. It identifies the call,
+    // not the patient.
+    tracing::Span::current().record("hook_instance", prepared.request().hook_instance.as_ref());
     let fetch = AssertUnwindSafe(fetcher.fetch_for(&prepared))
         .catch_unwind()
         .await
