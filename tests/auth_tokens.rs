@@ -30,7 +30,10 @@ fn pem(name: &str) -> Vec<u8> {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Serves one JWKS document over HTTP on loopback, for `jku` and `jwks_url` clients.
@@ -73,7 +76,10 @@ fn spawn_secured() -> Env {
         clients: vec![
             client(SANDBOX_ISS, Some("cds-hooks-sandbox-jwks.json")),
             client(RSA_ISS, Some("test-rs384-jwks.json")),
-            ClientConfig { tenant: Some("hospital-a".into()), ..client(TENANT_ISS, Some("cds-hooks-sandbox-jwks.json")) },
+            ClientConfig {
+                tenant: Some("hospital-a".into()),
+                ..client(TENANT_ISS, Some("cds-hooks-sandbox-jwks.json"))
+            },
             ClientConfig {
                 jwks_file: None,
                 jwks_url: Some(jwks_url),
@@ -83,7 +89,10 @@ fn spawn_secured() -> Env {
         ],
         ..Config::default()
     };
-    Env { app: spawn_with(config), jku_url }
+    Env {
+        app: spawn_with(config),
+        jku_url,
+    }
 }
 
 fn claims(app: &TestApp, iss: &str, path: &str) -> Value {
@@ -101,21 +110,35 @@ fn claims(app: &TestApp, iss: &str, path: &str) -> Value {
 fn uuid() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("jti-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "jti-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn es384(kid: &str, claims: &Value) -> String {
     let mut h = Header::new(Algorithm::ES384);
     h.kid = Some(kid.into());
     h.typ = Some("JWT".into());
-    encode(&h, claims, &EncodingKey::from_ec_pem(&pem("cds-hooks-sandbox-ec384-private-test-key.pem")).unwrap()).unwrap()
+    encode(
+        &h,
+        claims,
+        &EncodingKey::from_ec_pem(&pem("cds-hooks-sandbox-ec384-private-test-key.pem")).unwrap(),
+    )
+    .unwrap()
 }
 
 fn rs384(kid: &str, claims: &Value) -> String {
     let mut h = Header::new(Algorithm::RS384);
     h.kid = Some(kid.into());
     h.typ = Some("JWT".into());
-    encode(&h, claims, &EncodingKey::from_rsa_pem(&pem("test-rs384-private.pem")).unwrap()).unwrap()
+    encode(
+        &h,
+        claims,
+        &EncodingKey::from_rsa_pem(&pem("test-rs384-private.pem")).unwrap(),
+    )
+    .unwrap()
 }
 
 fn b64(v: &Value) -> String {
@@ -152,7 +175,13 @@ async fn every_bad_token_is_refused_with_a_bare_401() {
     let good = || claims(&app, SANDBOX_ISS, SERVICE);
     let t = now();
     let replayed = es384(SANDBOX_KID, &good());
-    assert_eq!(call(&app, Some(format!("Bearer {replayed}"))).await.status(), 200, "first use of the token");
+    assert_eq!(
+        call(&app, Some(format!("Bearer {replayed}")))
+            .await
+            .status(),
+        200,
+        "first use of the token"
+    );
 
     let forged_key = EncodingKey::from_ec_pem(&pem("other-ec384-private.pem")).unwrap();
     let mut forged_header = Header::new(Algorithm::ES384);
@@ -164,11 +193,23 @@ async fn every_bad_token_is_refused_with_a_bare_401() {
     let mut hs = Header::new(Algorithm::HS384);
     hs.kid = Some(SANDBOX_KID.into());
     hs.typ = Some("JWT".into());
-    let hmac_with_public_key = encode(&hs, &good(), &EncodingKey::from_secret(&public_jwks).unwrap()).unwrap();
+    let hmac_with_public_key = encode(
+        &hs,
+        &good(),
+        &EncodingKey::from_secret(&public_jwks).unwrap(),
+    )
+    .unwrap();
 
     let valid = es384(SANDBOX_KID, &good());
     let parts: Vec<&str> = valid.split('.').collect();
-    let tampered_payload = format!("{}.{}.{}", parts[0], b64(&json!({"iss": SANDBOX_ISS, "sub": "admin", "aud": app.url(SERVICE), "exp": t + 240, "iat": t, "jti": uuid()})), parts[2]);
+    let tampered_payload = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(
+            &json!({"iss": SANDBOX_ISS, "sub": "admin", "aud": app.url(SERVICE), "exp": t + 240, "iat": t, "jti": uuid()})
+        ),
+        parts[2]
+    );
     let mut sig = parts[2].to_owned();
     let flipped = if sig.starts_with('A') { 'B' } else { 'A' };
     sig.replace_range(0..1, &flipped.to_string());
@@ -188,11 +229,21 @@ async fn every_bad_token_is_refused_with_a_bare_401() {
 
     let mut no_kid = Header::new(Algorithm::ES384);
     no_kid.typ = Some("JWT".into());
-    let no_kid = encode(&no_kid, &good(), &EncodingKey::from_ec_pem(&pem("cds-hooks-sandbox-ec384-private-test-key.pem")).unwrap()).unwrap();
+    let no_kid = encode(
+        &no_kid,
+        &good(),
+        &EncodingKey::from_ec_pem(&pem("cds-hooks-sandbox-ec384-private-test-key.pem")).unwrap(),
+    )
+    .unwrap();
     let mut bad_typ = Header::new(Algorithm::ES384);
     bad_typ.kid = Some(SANDBOX_KID.into());
     bad_typ.typ = Some("at+jwt".into());
-    let bad_typ = encode(&bad_typ, &good(), &EncodingKey::from_ec_pem(&pem("cds-hooks-sandbox-ec384-private-test-key.pem")).unwrap()).unwrap();
+    let bad_typ = encode(
+        &bad_typ,
+        &good(),
+        &EncodingKey::from_ec_pem(&pem("cds-hooks-sandbox-ec384-private-test-key.pem")).unwrap(),
+    )
+    .unwrap();
 
     let mut tenant_wrong = claims(&app, TENANT_ISS, SERVICE);
     tenant_wrong["tenant"] = json!("hospital-b");
@@ -202,38 +253,186 @@ async fn every_bad_token_is_refused_with_a_bare_401() {
         ("not a bearer token", Some("Basic dXNlcjpwYXNz".into())),
         ("an empty bearer token", Some("Bearer ".into())),
         ("not a JWT", Some("Bearer not.a.jwt".into())),
-        ("alg none", Some(format!("Bearer {}", raw_token(json!({"alg": "none", "typ": "JWT", "kid": SANDBOX_KID}), &good(), "")))),
-        ("HS384 keyed with the public JWKS", Some(format!("Bearer {hmac_with_public_key}"))),
-        ("unknown kid", Some(format!("Bearer {}", es384("no-such-kid", &good())))),
+        (
+            "alg none",
+            Some(format!(
+                "Bearer {}",
+                raw_token(
+                    json!({"alg": "none", "typ": "JWT", "kid": SANDBOX_KID}),
+                    &good(),
+                    ""
+                )
+            )),
+        ),
+        (
+            "HS384 keyed with the public JWKS",
+            Some(format!("Bearer {hmac_with_public_key}")),
+        ),
+        (
+            "unknown kid",
+            Some(format!("Bearer {}", es384("no-such-kid", &good()))),
+        ),
         ("no kid", Some(format!("Bearer {no_kid}"))),
         ("typ is not JWT", Some(format!("Bearer {bad_typ}"))),
-        ("wrong issuer", Some(format!("Bearer {}", es384(SANDBOX_KID, &claims(&app, "https://evil.example.com", SERVICE))))),
-        ("issuer of another client's key", Some(format!("Bearer {}", es384(SANDBOX_KID, &claims(&app, RSA_ISS, SERVICE))))),
-        ("wrong audience", Some(format!("Bearer {}", es384(SANDBOX_KID, &claims(&app, SANDBOX_ISS, "/cds-services/jakguard-order-sign"))))),
-        ("audience of another host", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["aud"] = json!(format!("https://other.example.org{SERVICE}")); c })))),
-        ("expired", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["exp"] = json!(t - 600); c["iat"] = json!(t - 900); c })))),
-        ("issued in the future", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["iat"] = json!(t + 600); c["exp"] = json!(t + 700); c })))),
-        ("lives an hour", Some(format!("Bearer {}", es384(SANDBOX_KID, &{ let mut c = good(); c["exp"] = json!(t + 3600); c })))),
+        (
+            "wrong issuer",
+            Some(format!(
+                "Bearer {}",
+                es384(
+                    SANDBOX_KID,
+                    &claims(&app, "https://evil.example.com", SERVICE)
+                )
+            )),
+        ),
+        (
+            "issuer of another client's key",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &claims(&app, RSA_ISS, SERVICE))
+            )),
+        ),
+        (
+            "wrong audience",
+            Some(format!(
+                "Bearer {}",
+                es384(
+                    SANDBOX_KID,
+                    &claims(&app, SANDBOX_ISS, "/cds-services/jakguard-order-sign")
+                )
+            )),
+        ),
+        (
+            "audience of another host",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &{
+                    let mut c = good();
+                    c["aud"] = json!(format!("https://other.example.org{SERVICE}"));
+                    c
+                })
+            )),
+        ),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &{
+                    let mut c = good();
+                    c["exp"] = json!(t - 600);
+                    c["iat"] = json!(t - 900);
+                    c
+                })
+            )),
+        ),
+        (
+            "issued in the future",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &{
+                    let mut c = good();
+                    c["iat"] = json!(t + 600);
+                    c["exp"] = json!(t + 700);
+                    c
+                })
+            )),
+        ),
+        (
+            "lives an hour",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &{
+                    let mut c = good();
+                    c["exp"] = json!(t + 3600);
+                    c
+                })
+            )),
+        ),
         ("replayed jti", Some(format!("Bearer {replayed}"))),
-        ("tampered payload", Some(format!("Bearer {tampered_payload}"))),
-        ("tampered signature", Some(format!("Bearer {tampered_signature}"))),
-        ("signed by another key under the sandbox kid", Some(format!("Bearer {forged}"))),
-        ("RS384 under the sandbox's EC kid", Some(format!("Bearer {}", rs384(SANDBOX_KID, &good())))),
-        ("missing iss", Some(format!("Bearer {}", es384(SANDBOX_KID, &without(good(), "iss"))))),
-        ("missing sub", Some(format!("Bearer {}", es384(SANDBOX_KID, &without(good(), "sub"))))),
-        ("missing aud", Some(format!("Bearer {}", es384(SANDBOX_KID, &without(good(), "aud"))))),
-        ("missing exp", Some(format!("Bearer {}", es384(SANDBOX_KID, &without(good(), "exp"))))),
-        ("missing iat", Some(format!("Bearer {}", es384(SANDBOX_KID, &without(good(), "iat"))))),
-        ("missing jti", Some(format!("Bearer {}", es384(SANDBOX_KID, &without(good(), "jti"))))),
-        ("jku off the allowlist", Some(format!("Bearer {jku_off_list}"))),
-        ("wrong tenant", Some(format!("Bearer {}", es384(SANDBOX_KID, &tenant_wrong)))),
-        ("missing tenant", Some(format!("Bearer {}", es384(SANDBOX_KID, &claims(&app, TENANT_ISS, SERVICE))))),
+        (
+            "tampered payload",
+            Some(format!("Bearer {tampered_payload}")),
+        ),
+        (
+            "tampered signature",
+            Some(format!("Bearer {tampered_signature}")),
+        ),
+        (
+            "signed by another key under the sandbox kid",
+            Some(format!("Bearer {forged}")),
+        ),
+        (
+            "RS384 under the sandbox's EC kid",
+            Some(format!("Bearer {}", rs384(SANDBOX_KID, &good()))),
+        ),
+        (
+            "missing iss",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &without(good(), "iss"))
+            )),
+        ),
+        (
+            "missing sub",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &without(good(), "sub"))
+            )),
+        ),
+        (
+            "missing aud",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &without(good(), "aud"))
+            )),
+        ),
+        (
+            "missing exp",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &without(good(), "exp"))
+            )),
+        ),
+        (
+            "missing iat",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &without(good(), "iat"))
+            )),
+        ),
+        (
+            "missing jti",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &without(good(), "jti"))
+            )),
+        ),
+        (
+            "jku off the allowlist",
+            Some(format!("Bearer {jku_off_list}")),
+        ),
+        (
+            "wrong tenant",
+            Some(format!("Bearer {}", es384(SANDBOX_KID, &tenant_wrong))),
+        ),
+        (
+            "missing tenant",
+            Some(format!(
+                "Bearer {}",
+                es384(SANDBOX_KID, &claims(&app, TENANT_ISS, SERVICE))
+            )),
+        ),
     ];
     assert!(table.len() >= 20);
     for (what, authorization) in table {
         let resp = call(&app, authorization).await;
         assert_eq!(resp.status(), 401, "{what}");
-        assert_eq!(resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap()), Some("Bearer"), "{what}");
+        assert_eq!(
+            resp.headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap()),
+            Some("Bearer"),
+            "{what}"
+        );
         let body = resp.bytes().await.unwrap();
         assert!(body.is_empty(), "{what}: a 401 says nothing");
     }
@@ -245,38 +444,87 @@ async fn good_tokens_are_accepted() {
     let sandbox = es384(SANDBOX_KID, &claims(&app, SANDBOX_ISS, SERVICE));
     let resp = call(&app, Some(format!("Bearer {sandbox}"))).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<Value>().await.unwrap()["cards"][0]["source"]["topic"]["code"], "ansm-restriction");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["cards"][0]["source"]["topic"]["code"],
+        "ansm-restriction"
+    );
 
     let rsa = rs384("test-rs384", &claims(&app, RSA_ISS, SERVICE));
-    assert_eq!(call(&app, Some(format!("Bearer {rsa}"))).await.status(), 200, "RS384");
+    assert_eq!(
+        call(&app, Some(format!("Bearer {rsa}"))).await.status(),
+        200,
+        "RS384"
+    );
 
     let mut with_tenant = claims(&app, TENANT_ISS, SERVICE);
     with_tenant["tenant"] = json!("hospital-a");
-    assert_eq!(call(&app, Some(format!("Bearer {}", es384(SANDBOX_KID, &with_tenant)))).await.status(), 200, "tenant");
+    assert_eq!(
+        call(
+            &app,
+            Some(format!("Bearer {}", es384(SANDBOX_KID, &with_tenant)))
+        )
+        .await
+        .status(),
+        200,
+        "tenant"
+    );
 
     // A client whose keys are at a URL, naming an allowed jku.
     let mut h = Header::new(Algorithm::RS384);
     h.kid = Some("test-rs384".into());
     h.typ = Some("JWT".into());
     h.jku = Some(jku_url);
-    let via_jku = encode(&h, &claims(&app, JKU_ISS, SERVICE), &EncodingKey::from_rsa_pem(&pem("test-rs384-private.pem")).unwrap()).unwrap();
-    assert_eq!(call(&app, Some(format!("Bearer {via_jku}"))).await.status(), 200, "jku on the allowlist");
+    let via_jku = encode(
+        &h,
+        &claims(&app, JKU_ISS, SERVICE),
+        &EncodingKey::from_rsa_pem(&pem("test-rs384-private.pem")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        call(&app, Some(format!("Bearer {via_jku}"))).await.status(),
+        200,
+        "jku on the allowlist"
+    );
     let from_url = rs384("test-rs384", &claims(&app, JKU_ISS, SERVICE));
-    assert_eq!(call(&app, Some(format!("Bearer {from_url}"))).await.status(), 200, "jwks_url");
+    assert_eq!(
+        call(&app, Some(format!("Bearer {from_url}")))
+            .await
+            .status(),
+        200,
+        "jwks_url"
+    );
 }
 
 #[tokio::test]
 async fn discovery_and_feedback_need_a_token_too_but_health_and_preflights_do_not() {
     let Env { app, .. } = spawn_secured();
-    assert_eq!(app.client.get(app.url("/cds-services")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        app.client
+            .get(app.url("/cds-services"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let token = es384(SANDBOX_KID, &claims(&app, SANDBOX_ISS, "/cds-services"));
-    let resp = app.client.get(app.url("/cds-services")).bearer_auth(token).send().await.unwrap();
+    let resp = app
+        .client
+        .get(app.url("/cds-services"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 
     let feedback = r#"{"feedback":[{"card":"4e0a3a1e-3283-4575-ab82-028d55fe2719","outcome":"overridden","outcomeTimestamp":"2026-11-22T13:43:17.373Z"}]}"#;
     let path = "/cds-services/jakguard-order-select/feedback";
     let post = |token: Option<String>| {
-        let mut r = app.client.post(app.url(path)).header("Content-Type", "application/json").body(feedback);
+        let mut r = app
+            .client
+            .post(app.url(path))
+            .header("Content-Type", "application/json")
+            .body(feedback);
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -284,22 +532,57 @@ async fn discovery_and_feedback_need_a_token_too_but_health_and_preflights_do_no
     };
     assert_eq!(post(None).await.unwrap().status(), 401);
     // Clients name either the feedback URL or the service's URL as audience.
-    assert_eq!(post(Some(es384(SANDBOX_KID, &claims(&app, SANDBOX_ISS, path)))).await.unwrap().status(), 200);
-    assert_eq!(post(Some(es384(SANDBOX_KID, &claims(&app, SANDBOX_ISS, SERVICE)))).await.unwrap().status(), 200);
+    assert_eq!(
+        post(Some(es384(SANDBOX_KID, &claims(&app, SANDBOX_ISS, path))))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(Some(es384(
+            SANDBOX_KID,
+            &claims(&app, SANDBOX_ISS, SERVICE)
+        )))
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
 
-    assert_eq!(app.client.get(app.url("/health/live")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.client
+            .get(app.url("/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let preflight = app
         .client
         .request(reqwest::Method::OPTIONS, app.url(SERVICE))
         .header("Origin", "https://sandbox.cds-hooks.org")
         .header("Access-Control-Request-Method", "POST")
-        .header("Access-Control-Request-Headers", "authorization, content-type")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        )
         .send()
         .await
         .unwrap();
     assert!(preflight.status().is_success());
     // A refused call still carries CORS headers, so that a browser client can read the 401.
-    let refused = app.client.post(app.url(SERVICE)).header("Origin", "https://sandbox.cds-hooks.org").send().await.unwrap();
+    let refused = app
+        .client
+        .post(app.url(SERVICE))
+        .header("Origin", "https://sandbox.cds-hooks.org")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 401);
-    assert!(refused.headers().get("access-control-allow-origin").is_some());
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_some());
 }

@@ -174,13 +174,17 @@ impl Verifier {
     pub fn new(clients: &[ClientConfig]) -> Result<Verifier, ConfigError> {
         let mut out = Vec::new();
         for c in clients {
-            let err = |message: String| ConfigError { issuer: c.issuer.clone(), message };
+            let err = |message: String| ConfigError {
+                issuer: c.issuer.clone(),
+                message,
+            };
             let keys = match (&c.jwks_file, &c.jwks_url) {
                 (Some(path), None) => {
                     let text = std::fs::read_to_string(path)
                         .map_err(|e| err(format!("jwks_file `{}`: {e}", path.display())))?;
-                    let set: JwkSet = serde_json::from_str(&text)
-                        .map_err(|e| err(format!("jwks_file `{}` is not a JWKS: {e}", path.display())))?;
+                    let set: JwkSet = serde_json::from_str(&text).map_err(|e| {
+                        err(format!("jwks_file `{}` is not a JWKS: {e}", path.display()))
+                    })?;
                     Some((set, Instant::now()))
                 }
                 (None, Some(url)) => {
@@ -191,15 +195,27 @@ impl Verifier {
                 }
                 _ => return Err(err("needs exactly one of jwks_file and jwks_url".into())),
             };
-            out.push(Client { config: c.clone(), keys: RwLock::new(keys), last_refresh: Mutex::new(None) });
+            out.push(Client {
+                config: c.clone(),
+                keys: RwLock::new(keys),
+                last_refresh: Mutex::new(None),
+            });
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(3))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| ConfigError { issuer: String::new(), message: e.to_string() })?;
-        Ok(Verifier { clients: out, http, seen: Mutex::new(HashMap::new()), jku_cache: RwLock::new(HashMap::new()) })
+            .map_err(|e| ConfigError {
+                issuer: String::new(),
+                message: e.to_string(),
+            })?;
+        Ok(Verifier {
+            clients: out,
+            http,
+            seen: Mutex::new(HashMap::new()),
+            jku_cache: RwLock::new(HashMap::new()),
+        })
     }
 
     /// Whether any client is configured (otherwise calls are not authenticated).
@@ -209,7 +225,12 @@ impl Verifier {
 
     /// Verifies the `Authorization` header of a call to `audience` (the exact URL called), at
     /// `now` (unix seconds).
-    pub async fn verify(&self, authorization: Option<&str>, audience: &[&str], now: u64) -> Result<Caller, Failure> {
+    pub async fn verify(
+        &self,
+        authorization: Option<&str>,
+        audience: &[&str],
+        now: u64,
+    ) -> Result<Caller, Failure> {
         let token = authorization
             .and_then(|h| {
                 let (scheme, rest) = h.trim().split_once(' ')?;
@@ -221,7 +242,11 @@ impl Verifier {
         if !ALGORITHMS.contains(&header.alg) {
             return Err(Failure::Algorithm);
         }
-        if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("JWT")) {
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("JWT"))
+        {
             return Err(Failure::Type);
         }
         let kid = header.kid.clone().ok_or(Failure::NoKid)?;
@@ -229,7 +254,11 @@ impl Verifier {
         // signature is checked; nothing from the unverified payload is trusted beyond that.
         let unverified = unverified_claims(token).ok_or(Failure::Malformed)?;
         let iss = unverified.iss.ok_or(Failure::MissingClaim("iss"))?;
-        let client = self.clients.iter().find(|c| c.config.issuer == iss).ok_or(Failure::Issuer)?;
+        let client = self
+            .clients
+            .iter()
+            .find(|c| c.config.issuer == iss)
+            .ok_or(Failure::Issuer)?;
 
         let key = match &header.jku {
             Some(jku) => {
@@ -251,7 +280,9 @@ impl Verifier {
         validation.validate_exp = false; // checked below against `now`, which tests can fix
         validation.validate_aud = false; // checked below: exact URL, string or list
         validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e
+            .kind()
+        {
             jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => Failure::Algorithm,
             jsonwebtoken::errors::ErrorKind::InvalidSignature => Failure::Signature,
             _ => Failure::Signature,
@@ -262,7 +293,9 @@ impl Verifier {
         }
         let aud_ok = match &c.aud {
             Some(serde_json::Value::String(a)) => audience.contains(&a.as_str()),
-            Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str().is_some_and(|a| audience.contains(&a))),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .any(|a| a.as_str().is_some_and(|a| audience.contains(&a))),
             Some(_) => false,
             None => return Err(Failure::MissingClaim("aud")),
         };
@@ -282,7 +315,10 @@ impl Verifier {
             return Err(Failure::TooLong);
         }
         let sub = c.sub.ok_or(Failure::MissingClaim("sub"))?;
-        let jti = c.jti.filter(|j| !j.is_empty()).ok_or(Failure::MissingClaim("jti"))?;
+        let jti = c
+            .jti
+            .filter(|j| !j.is_empty())
+            .ok_or(Failure::MissingClaim("jti"))?;
         if let Some(tenant) = &client.config.tenant {
             if c.tenant.as_deref() != Some(tenant.as_str()) {
                 return Err(Failure::Tenant);
@@ -295,14 +331,19 @@ impl Verifier {
                 return Err(Failure::Replayed);
             }
         }
-        Ok(Caller { issuer: iss, subject: sub })
+        Ok(Caller {
+            issuer: iss,
+            subject: sub,
+        })
     }
 
     async fn client_key(&self, client: &Client, kid: &str) -> Result<DecodingKey, Failure> {
         if let Some(key) = cached_key(&client.keys, kid, client.config.jwks_url.is_some()) {
             return Ok(key);
         }
-        let Some(url) = &client.config.jwks_url else { return Err(Failure::UnknownKey) };
+        let Some(url) = &client.config.jwks_url else {
+            return Err(Failure::UnknownKey);
+        };
         // An unknown kid may mean the EHR rotated its keys: refetch, but not more often than
         // REFRESH_INTERVAL, so that junk kids cannot make us hammer the EHR.
         {
@@ -350,7 +391,11 @@ impl Verifier {
     }
 }
 
-fn cached_key(keys: &RwLock<Option<(JwkSet, Instant)>>, kid: &str, expires: bool) -> Option<DecodingKey> {
+fn cached_key(
+    keys: &RwLock<Option<(JwkSet, Instant)>>,
+    kid: &str,
+    expires: bool,
+) -> Option<DecodingKey> {
     let guard = keys.read().ok()?;
     let (set, at) = guard.as_ref()?;
     if expires && at.elapsed() >= JWKS_TTL {
@@ -362,21 +407,28 @@ fn cached_key(keys: &RwLock<Option<(JwkSet, Instant)>>, kid: &str, expires: bool
 /// The key with this kid, if it is an asymmetric key (an `oct` key is never usable).
 fn find_key(set: &JwkSet, kid: &str) -> Option<DecodingKey> {
     let jwk = set.find(kid)?;
-    if matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)) {
+    if matches!(
+        jwk.algorithm,
+        jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
+    ) {
         return None;
     }
     DecodingKey::from_jwk(jwk).ok()
 }
 
 fn is_loopback_http(url: &str) -> bool {
-    ["http://127.0.0.1", "http://localhost", "http://[::1]"].iter().any(|p| url.starts_with(p))
+    ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| url.starts_with(p))
 }
 
 /// The payload of a JWT, without checking anything: only to find the issuer.
 fn unverified_claims(token: &str) -> Option<Claims> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -437,7 +489,10 @@ mod tests {
     #[test]
     fn a_token_without_bearer_scheme_is_missing() {
         let v = spec_verifier();
-        assert_eq!(block_on(v.verify(Some("Basic abc"), &["x"], 0)), Err(Failure::Missing));
+        assert_eq!(
+            block_on(v.verify(Some("Basic abc"), &["x"], 0)),
+            Err(Failure::Missing)
+        );
         assert_eq!(block_on(v.verify(None, &["x"], 0)), Err(Failure::Missing));
     }
 }

@@ -6,7 +6,12 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<u64>().ok());
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
     let seconds = value("--seconds").unwrap_or(60);
     let mut seed = value("--seed").unwrap_or(1);
     let knowledge = match jakguard_knowledge::Knowledge::embedded() {
