@@ -45,6 +45,13 @@ fn strict() -> bool {
     STRICT.with(Cell::get)
 }
 
+/// Only the strict pass of [`parse`]: `Err` when anything is malformed, for a caller whose
+/// fallback is a different (exact, slower) reading altogether.
+pub(crate) fn parse_strict<'de, T: Deserialize<'de>>(text: &'de str) -> serde_json::Result<T> {
+    let _strict = StrictPass::enter();
+    serde_json::from_str::<T>(text)
+}
+
 /// Reads `T` from `text` as `serde_json::from_str` would with the wrappers lenient, in one pass
 /// when the value is well formed (see the module's documentation).
 pub fn parse<'de, T: Deserialize<'de>>(text: &'de str) -> serde_json::Result<T> {

@@ -52,6 +52,31 @@ pub fn read_value(raw: &RawValue) -> Fetched<'_> {
     if text == "null" {
         return Fetched::Null;
     }
+    if let Ok(top) = lenient::parse_strict::<resources::Top>(text) {
+        return match top.resource.resource_type.as_deref() {
+            Some("OperationOutcome") => {
+                Fetched::Failed("the client returned an OperationOutcome".into())
+            }
+            Some("Bundle") => top.into_bundle().into_entries(),
+            Some(_) => Fetched::Resources {
+                resources: vec![Entry {
+                    full_url: None,
+                    raw,
+                    resource: top.resource,
+                }],
+                next: None,
+                unreadable: vec![],
+            },
+            None => Fetched::Failed("no resourceType".into()),
+        };
+    }
+    // Something is malformed: the exact two readings, each lenient.
+    read_value_in_two(raw)
+}
+
+/// The reference reading of a prefetch value: as a resource, then, for a Bundle, as a Bundle.
+fn read_value_in_two(raw: &RawValue) -> Fetched<'_> {
+    let text = raw.get();
     let Ok(res) = lenient::parse::<RawResource>(text) else {
         return Fetched::Failed("not a FHIR resource".into());
     };
@@ -205,4 +230,40 @@ pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static
 /// `Type/id` of a resource, for matching `context.selections`.
 pub fn reference_of(o: &Order) -> &ResourceRef {
     &o.reference
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_one_pass_reading_of_a_value_gives_what_the_two_readings_give() {
+        let cases = [
+            r#"{"resourceType": "Patient", "id": "p", "birthDate": "1950"}"#,
+            r#"{"resourceType": "Patient", "birthDate": 1950}"#,
+            r#"{"resourceType": "OperationOutcome", "issue": []}"#,
+            r#"{"id": "x"}"#,
+            r#"[1, 2]"#,
+            r#""text""#,
+            r#"{"resourceType": "Bundle", "link": [{"relation": "next", "url": "u"}],
+                "entry": [{"fullUrl": "f", "resource": {"resourceType": "Condition", "id": "c",
+                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}]}}},
+                {"resource": {"resourceType": "Observation", "status": 3}}, "bad",
+                {"resource": [1]}]}"#,
+            r#"{"entry": {"resource": {"resourceType": "Patient"}}, "resourceType": "Bundle"}"#,
+            r#"{"resourceType": "Bundle", "entry": [], "entry": []}"#,
+            r#"{"resourceType": "Bundle", "id": "a", "id": "b", "entry": []}"#,
+            r#"{"resourceType": "Patient", "link": 1, "link": 2}"#,
+            r#"{"resourceType": "Bundle", "entr\u0079": [{"resource": {"resourceType": "Patient"}}]}"#,
+            r#"{"resourceType": "Bundle", "entry": null, "link": "x"}"#,
+        ];
+        for text in cases {
+            let raw: &RawValue = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                format!("{:?}", read_value(raw)),
+                format!("{:?}", read_value_in_two(raw)),
+                "{text}"
+            );
+        }
+    }
 }
