@@ -1,4 +1,8 @@
 //! Liveness, readiness, and the answer for unknown endpoints.
+//!
+//! Readiness reflects storage: 503 while the feedback database cannot take writes (a load
+//! balancer then sends feedback elsewhere; evaluations would still be answered here). Both
+//! answers carry the audit trail's counters, so an operator sees a backlog or losses.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,15 +15,20 @@ pub(crate) async fn live() -> HttpResponse {
 }
 
 pub(crate) async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.store.ready() {
+    let audit = state.audit.stats();
+    if state.store.ready().await {
         json_response(
             StatusCode::OK,
-            &serde_json::json!({ "status": "ready", "knowledge": state.engine.knowledge().version() }),
+            &serde_json::json!({
+                "status": "ready",
+                "knowledge": state.engine.knowledge().version(),
+                "audit": audit,
+            }),
         )
     } else {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "status": "storage unavailable" }),
+            &serde_json::json!({ "status": "storage unavailable", "audit": audit }),
         )
     }
 }

@@ -1,0 +1,669 @@
+//! SQLite and PostgreSQL behind one code path.
+//!
+//! [`Db`] holds either pool; the [`on_db!`] macro expands one block of code for each, so every
+//! query below is written once, with `$N` placeholders (which SQLite accepts too) and only
+//! types both drivers map the same way (TEXT, 64-bit integers, booleans). The schemas in
+//! `migrations/sqlite` and `migrations/postgres` differ only in identity columns and integer
+//! widths. Durability: SQLite in WAL mode with `synchronous = FULL` (a commit is on disk when
+//! it returns, even across a power cut); PostgreSQL's default synchronous commit.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use jakguard_cds::feedback::{
+    AcceptedSuggestion, FeedbackItem, Outcome, OverrideReason, ReasonCoding,
+};
+use jakguard_cds::AuditCard;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, SqlSafeStr};
+
+use crate::audit::{self, AuditQueue, PendingAudit, SqlAudit};
+use crate::patient::{PatientHasher, SecretSource};
+use crate::report::{FeedbackRow, IssuedRow, Period, Report};
+use crate::runtime::StorageRuntime;
+use crate::{
+    AuditSink, Backend, FeedbackStore, MemoryAudit, MemoryStore, OpenError, StorageError,
+    StorageOptions, StoreOutcome, StoredFeedback,
+};
+
+/// How long a request may wait for a pooled connection before the store answers "unavailable".
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The whole of a feedback write, connection included: past it the client gets 503.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long start-up keeps trying to reach the database (a database started at the same
+/// time as the service, as in a compose file, gets this long to come up).
+const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+/// SQLite serialises writers; a few connections cover concurrent readers.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+
+#[derive(Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same block against whichever pool `$db` holds, bound to `$pool`.
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+fn unavailable(e: sqlx::Error) -> StorageError {
+    StorageError::Unavailable(e.to_string())
+}
+
+fn migrator(sql: &'static str) -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "feedback and audit".into(),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )])
+}
+
+impl Db {
+    async fn connect(backend: &Backend, max_connections: u32) -> Result<Db, OpenError> {
+        let connect_error = |e: String| OpenError::Connect {
+            backend: backend.describe(),
+            reason: e,
+        };
+        match backend {
+            Backend::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        OpenError::Io(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections.clamp(1, SQLITE_MAX_CONNECTIONS))
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| connect_error(e.to_string()))?;
+                Ok(Db::Sqlite(pool))
+            }
+            Backend::Postgres(url) => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|e| connect_error(e.to_string()))?
+                    .application_name("jakguard");
+                let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+                loop {
+                    let attempt = PgPoolOptions::new()
+                        .max_connections(max_connections.max(1))
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
+                        .connect_with(options.clone())
+                        .await;
+                    match attempt {
+                        Ok(pool) => return Ok(Db::Postgres(pool)),
+                        Err(e) if tokio::time::Instant::now() >= deadline => {
+                            return Err(connect_error(e.to_string()))
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "storage: database not reachable yet; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            }
+            Backend::Memory => Err(OpenError::Config("the memory store has no database".into())),
+        }
+    }
+
+    /// Applies the migrations this version knows (PostgreSQL takes an advisory lock, so
+    /// replicas starting together migrate once).
+    async fn migrate(&self) -> Result<(), OpenError> {
+        let migrate_error = |e: sqlx::migrate::MigrateError| OpenError::Migrate(e.to_string());
+        match self {
+            Db::Sqlite(pool) => migrator(include_str!(
+                "../migrations/sqlite/0001_feedback_and_audit.sql"
+            ))
+            .run(pool)
+            .await
+            .map_err(migrate_error),
+            Db::Postgres(pool) => migrator(include_str!(
+                "../migrations/postgres/0001_feedback_and_audit.sql"
+            ))
+            .run(pool)
+            .await
+            .map_err(migrate_error),
+        }
+    }
+
+    /// Records the secret's fingerprint on first use, and refuses a different secret later:
+    /// hashes under two secrets would silently split every patient's history in two.
+    async fn check_secret(&self, hasher: &PatientHasher) -> Result<(), OpenError> {
+        let check = hasher.key_check();
+        let db_error = |e: sqlx::Error| OpenError::Secret(format!("cannot check it: {e}"));
+        let stored: String = on_db!(self, pool => {
+            sqlx::query(
+                "INSERT INTO jakguard_meta (name, value) VALUES ('patient_id_key_check', $1) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&check)
+            .execute(pool)
+            .await
+            .map_err(db_error)?;
+            sqlx::query("SELECT value FROM jakguard_meta WHERE name = 'patient_id_key_check'")
+                .fetch_one(pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(db_error)?
+        });
+        if stored != check {
+            return Err(OpenError::Secret(
+                "it differs from the secret this database's audit trail was written with; \
+                 restore the original secret (storage.patient_id_secret, or the patient-id.secret file)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> bool {
+        let ping =
+            async { on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok()) };
+        tokio::time::timeout(PING_TIMEOUT, ping)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Stores every item in one transaction: all or nothing, committed before it returns.
+    pub(crate) async fn store_feedback(
+        &self,
+        service: &str,
+        items: &[FeedbackItem],
+    ) -> Result<StoreOutcome, StorageError> {
+        let received_ms = crate::now_ms();
+        let rows: Vec<FeedbackColumns> = items.iter().map(FeedbackColumns::of).collect();
+        let mut outcome = StoreOutcome::default();
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await.map_err(unavailable)?;
+            for r in &rows {
+                let inserted = sqlx::query(
+                    "INSERT INTO feedback (received_ms, service, card_uuid, outcome, outcome_timestamp, \
+                         accepted_suggestions, reason_system, reason_code, reason_display, user_comment, card_known) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                         EXISTS (SELECT 1 FROM audit_card WHERE uuid = $3)) \
+                     ON CONFLICT (service, card_uuid, outcome, outcome_timestamp) DO NOTHING \
+                     RETURNING card_known",
+                )
+                .bind(received_ms)
+                .bind(service)
+                .bind(&r.card)
+                .bind(&r.outcome)
+                .bind(&r.outcome_timestamp)
+                .bind(&r.accepted_suggestions)
+                .bind(&r.reason_system)
+                .bind(&r.reason_code)
+                .bind(&r.reason_display)
+                .bind(&r.user_comment)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                match inserted {
+                    Some(row) => {
+                        let known: bool = row.try_get(0).map_err(unavailable)?;
+                        outcome.stored += 1;
+                        outcome.unknown_cards += usize::from(!known);
+                    }
+                    None => outcome.duplicates += 1,
+                }
+            }
+            tx.commit().await.map_err(unavailable)?;
+        });
+        Ok(outcome)
+    }
+
+    async fn all_feedback(&self) -> Result<Vec<StoredFeedback>, StorageError> {
+        let rows = on_db!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT service, card_uuid, outcome, outcome_timestamp, accepted_suggestions, \
+                     reason_system, reason_code, reason_display, user_comment, card_known \
+                 FROM feedback ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(unavailable)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push((
+                    FeedbackColumns {
+                        card: row.try_get(1).map_err(unavailable)?,
+                        outcome: row.try_get(2).map_err(unavailable)?,
+                        outcome_timestamp: row.try_get(3).map_err(unavailable)?,
+                        accepted_suggestions: row.try_get(4).map_err(unavailable)?,
+                        reason_system: row.try_get(5).map_err(unavailable)?,
+                        reason_code: row.try_get(6).map_err(unavailable)?,
+                        reason_display: row.try_get(7).map_err(unavailable)?,
+                        user_comment: row.try_get(8).map_err(unavailable)?,
+                    },
+                    row.try_get::<String, _>(0).map_err(unavailable)?,
+                    row.try_get::<bool, _>(9).map_err(unavailable)?,
+                ));
+            }
+            out
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(cols, service, card_known)| StoredFeedback {
+                service,
+                item: cols.into_item(),
+                card_known,
+            })
+            .collect())
+    }
+
+    /// Writes a batch of audit records in one transaction. An event already there (a retry
+    /// after a commit whose answer was lost) is skipped with its cards. Feedback that arrived
+    /// before its card's audit record stops being flagged as unknown.
+    pub(crate) async fn insert_audit(&self, batch: &[PendingAudit]) -> Result<(), sqlx::Error> {
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for a in batch {
+                let inserted = sqlx::query(
+                    "INSERT INTO audit_event (id, at_ms, service, hook_instance, patient_hash, card_count) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&a.id)
+                .bind(a.at_ms)
+                .bind(&a.service)
+                .bind(&a.hook_instance)
+                .bind(&a.patient_hash)
+                .bind(a.cards.len() as i64)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    continue;
+                }
+                for c in &a.cards {
+                    sqlx::query(
+                        "INSERT INTO audit_card (event_id, at_ms, uuid, topic, indicator, molecule, factors) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&a.id)
+                    .bind(a.at_ms)
+                    .bind(&c.uuid)
+                    .bind(&c.topic)
+                    .bind(&c.indicator)
+                    .bind(&c.molecule)
+                    .bind(audit::factors_json(&c.factors))
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE feedback SET card_known = TRUE WHERE NOT card_known AND card_uuid = $1",
+                    )
+                    .bind(&c.uuid)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await
+        })
+    }
+
+    async fn audit_records(&self) -> Result<Vec<StoredAudit>, StorageError> {
+        on_db!(self, pool => {
+            let events = sqlx::query(
+                "SELECT id, at_ms, service, hook_instance, patient_hash FROM audit_event ORDER BY at_ms, id",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(unavailable)?;
+            let cards = sqlx::query(
+                "SELECT event_id, uuid, topic, indicator, molecule, factors FROM audit_card ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(unavailable)?;
+            let mut out = Vec::with_capacity(events.len());
+            let mut index = std::collections::HashMap::new();
+            for e in events {
+                let id: String = e.try_get(0).map_err(unavailable)?;
+                index.insert(id.clone(), out.len());
+                out.push(StoredAudit {
+                    id,
+                    at_ms: e.try_get(1).map_err(unavailable)?,
+                    service: e.try_get(2).map_err(unavailable)?,
+                    hook_instance: e.try_get(3).map_err(unavailable)?,
+                    patient_hash: e.try_get(4).map_err(unavailable)?,
+                    cards: vec![],
+                });
+            }
+            for c in cards {
+                let event: String = c.try_get(0).map_err(unavailable)?;
+                let factors: String = c.try_get(5).map_err(unavailable)?;
+                let card = AuditCard {
+                    uuid: c.try_get(1).map_err(unavailable)?,
+                    topic: c.try_get(2).map_err(unavailable)?,
+                    indicator: c.try_get(3).map_err(unavailable)?,
+                    molecule: c.try_get(4).map_err(unavailable)?,
+                    factors: serde_json::from_str(&factors).unwrap_or_default(),
+                };
+                if let Some(&i) = index.get(&event) {
+                    out[i].cards.push(card);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn report(&self, period: Period) -> Result<Report, StorageError> {
+        let (from, to) = period.bounds_ms();
+        on_db!(self, pool => {
+            let issued_rows = sqlx::query(
+                "SELECT topic, molecule, COUNT(DISTINCT uuid), COUNT(*) FROM audit_card \
+                 WHERE at_ms >= $1 AND at_ms < $2 GROUP BY topic, molecule",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await
+            .map_err(unavailable)?;
+            // Feedback is attributed to the latest audit record of its card (deterministic
+            // uuids repeat when the EHR calls again for the same order); none: unknown card.
+            let feedback_rows = sqlx::query(
+                "SELECT c.topic, c.molecule, f.outcome, f.reason_system, f.reason_code, f.reason_display, COUNT(*) \
+                 FROM feedback f \
+                 LEFT JOIN audit_card c ON c.id = (SELECT MAX(c2.id) FROM audit_card c2 WHERE c2.uuid = f.card_uuid) \
+                 WHERE f.received_ms >= $1 AND f.received_ms < $2 \
+                 GROUP BY c.topic, c.molecule, f.outcome, f.reason_system, f.reason_code, f.reason_display",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await
+            .map_err(unavailable)?;
+            let mut issued = Vec::with_capacity(issued_rows.len());
+            for r in issued_rows {
+                issued.push(IssuedRow {
+                    topic: r.try_get(0).map_err(unavailable)?,
+                    molecule: r.try_get(1).map_err(unavailable)?,
+                    issued: r.try_get(2).map_err(unavailable)?,
+                    shown: r.try_get(3).map_err(unavailable)?,
+                });
+            }
+            let mut feedback = Vec::with_capacity(feedback_rows.len());
+            for r in feedback_rows {
+                feedback.push(FeedbackRow {
+                    topic: r.try_get(0).map_err(unavailable)?,
+                    molecule: r.try_get(1).map_err(unavailable)?,
+                    outcome: r.try_get(2).map_err(unavailable)?,
+                    reason_system: r.try_get(3).map_err(unavailable)?,
+                    reason_code: r.try_get(4).map_err(unavailable)?,
+                    reason_display: r.try_get(5).map_err(unavailable)?,
+                    count: r.try_get(6).map_err(unavailable)?,
+                });
+            }
+            Ok(Report::from_rows(period, issued, feedback))
+        })
+    }
+}
+
+/// A feedback item as its columns.
+struct FeedbackColumns {
+    card: String,
+    outcome: String,
+    outcome_timestamp: String,
+    accepted_suggestions: String,
+    reason_system: Option<String>,
+    reason_code: Option<String>,
+    reason_display: Option<String>,
+    user_comment: Option<String>,
+}
+
+impl FeedbackColumns {
+    fn of(item: &FeedbackItem) -> FeedbackColumns {
+        let ids: Vec<&str> = item
+            .accepted_suggestions
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect();
+        let reason = item
+            .override_reason
+            .as_ref()
+            .and_then(|r| r.reason.as_ref());
+        FeedbackColumns {
+            card: item.card.clone(),
+            outcome: match item.outcome {
+                Outcome::Accepted => "accepted",
+                Outcome::Overridden => "overridden",
+            }
+            .to_owned(),
+            outcome_timestamp: item.outcome_timestamp.clone(),
+            accepted_suggestions: serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
+            reason_system: reason.and_then(|r| r.system.clone()),
+            reason_code: reason.and_then(|r| r.code.clone()),
+            reason_display: reason.and_then(|r| r.display.clone()),
+            user_comment: item
+                .override_reason
+                .as_ref()
+                .and_then(|r| r.user_comment.clone()),
+        }
+    }
+}
+
+impl FeedbackColumns {
+    /// The item back from its columns (an empty `overrideReason` is read back as absent).
+    fn into_item(self) -> FeedbackItem {
+        let ids: Vec<String> = serde_json::from_str(&self.accepted_suggestions).unwrap_or_default();
+        let reason = match (&self.reason_system, &self.reason_code, &self.reason_display) {
+            (None, None, None) => None,
+            _ => Some(ReasonCoding {
+                system: self.reason_system,
+                code: self.reason_code,
+                display: self.reason_display,
+            }),
+        };
+        let override_reason = if reason.is_some() || self.user_comment.is_some() {
+            Some(OverrideReason {
+                reason,
+                user_comment: self.user_comment,
+            })
+        } else {
+            None
+        };
+        FeedbackItem {
+            card: self.card,
+            outcome: if self.outcome == "accepted" {
+                Outcome::Accepted
+            } else {
+                Outcome::Overridden
+            },
+            accepted_suggestions: ids
+                .into_iter()
+                .map(|id| AcceptedSuggestion { id })
+                .collect(),
+            override_reason,
+            outcome_timestamp: self.outcome_timestamp,
+        }
+    }
+}
+
+/// One audit record as stored (tests and tools).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAudit {
+    pub id: String,
+    pub at_ms: i64,
+    pub service: String,
+    pub hook_instance: String,
+    /// The keyed hash of the patient id.
+    pub patient_hash: String,
+    pub cards: Vec<AuditCard>,
+}
+
+/// The feedback store over SQL.
+struct SqlFeedback {
+    rt: Arc<StorageRuntime>,
+    db: Db,
+}
+
+impl FeedbackStore for SqlFeedback {
+    fn store<'a>(
+        &'a self,
+        service: &'a str,
+        items: &'a [FeedbackItem],
+    ) -> BoxFuture<'a, Result<StoreOutcome, StorageError>> {
+        let db = self.db.clone();
+        let service = service.to_owned();
+        let items = items.to_vec();
+        let task = self.rt.run(async move {
+            tokio::time::timeout(STORE_TIMEOUT, db.store_feedback(&service, &items))
+                .await
+                .unwrap_or_else(|_| Err(StorageError::Unavailable("timed out".into())))
+        });
+        Box::pin(async move { task.await? })
+    }
+
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        let db = self.db.clone();
+        let task = self.rt.run(async move { db.ping().await });
+        Box::pin(async move { task.await.unwrap_or(false) })
+    }
+
+    fn all(&self) -> BoxFuture<'_, Result<Vec<StoredFeedback>, StorageError>> {
+        let db = self.db.clone();
+        let task = self.rt.run(async move { db.all_feedback().await });
+        Box::pin(async move { task.await? })
+    }
+}
+
+/// What [`open`] hands the server.
+pub struct Opened {
+    pub feedback: Arc<dyn FeedbackStore>,
+    pub audit: Arc<dyn AuditSink>,
+    pub backend: Backend,
+}
+
+/// Opens the configured storage for the service: connects, migrates, checks the patient-id
+/// secret, and starts the audit writer. Blocks the calling thread until done (start-up).
+pub fn open(options: &StorageOptions) -> Result<Opened, OpenError> {
+    let backend = options.backend()?;
+    let (hasher, source) = match (&options.patient_id_secret, &backend) {
+        (Some(secret), _) => (PatientHasher::new(secret)?, SecretSource::Configured),
+        (None, Backend::Memory) => (PatientHasher::ephemeral(), SecretSource::Ephemeral),
+        (None, Backend::Sqlite(_)) => PatientHasher::from_key_file(&options.data_dir)?,
+        (None, Backend::Postgres(_)) => {
+            return Err(OpenError::Secret(
+                "storage.patient_id_secret (JAKGUARD_STORAGE__PATIENT_ID_SECRET) is required with PostgreSQL: \
+                 every replica must hash patient ids with the same secret"
+                    .into(),
+            ))
+        }
+    };
+    match source {
+        SecretSource::KeyFileCreated => tracing::warn!(
+            path = %options.data_dir.join("patient-id.secret").display(),
+            "storage: no storage.patient_id_secret configured; generated one and kept it in this file (back it up with the database)"
+        ),
+        SecretSource::KeyFileRead => tracing::info!(
+            path = %options.data_dir.join("patient-id.secret").display(),
+            "storage: patient ids hashed with the secret kept in this file"
+        ),
+        SecretSource::Configured | SecretSource::Ephemeral => {}
+    }
+    if backend == Backend::Memory {
+        tracing::warn!(
+            "storage: in memory; feedback and audit records are lost when the service stops"
+        );
+        let audit = Arc::new(MemoryAudit::default());
+        return Ok(Opened {
+            feedback: Arc::new(MemoryStore::with_audit(audit.clone())),
+            audit,
+            backend,
+        });
+    }
+    let Database { rt, db } = connect(&backend, options)?;
+    let checked = db.clone();
+    let hasher = rt
+        .block_on(async move { checked.check_secret(&hasher).await.map(|()| hasher) })
+        .map_err(|e| OpenError::Io(e.to_string()))??;
+    let queue = Arc::new(AuditQueue::new(options.audit_buffer.max(1)));
+    rt.spawn(audit::writer(queue.clone(), db.clone()));
+    tracing::info!(backend = %backend.describe(), "storage ready");
+    Ok(Opened {
+        feedback: Arc::new(SqlFeedback { rt: rt.clone(), db }),
+        audit: Arc::new(SqlAudit::new(queue, hasher, rt)),
+        backend,
+    })
+}
+
+fn connect(backend: &Backend, options: &StorageOptions) -> Result<Database, OpenError> {
+    let rt = Arc::new(StorageRuntime::start()?);
+    let b = backend.clone();
+    let max = options.max_connections;
+    let db = rt
+        .block_on(async move {
+            let db = Db::connect(&b, max).await?;
+            db.migrate().await?;
+            Ok::<Db, OpenError>(db)
+        })
+        .map_err(|e| OpenError::Io(e.to_string()))??;
+    Ok(Database { rt, db })
+}
+
+/// The database alone, for `jakguard report` and tests: no secret needed, no audit writer.
+pub struct Database {
+    rt: Arc<StorageRuntime>,
+    db: Db,
+}
+
+/// Opens the configured database (migrating it, like the service would).
+pub fn open_database(options: &StorageOptions) -> Result<Database, OpenError> {
+    let backend = options.backend()?;
+    if backend == Backend::Memory {
+        return Err(OpenError::Config(
+            "the memory store keeps nothing to read: configure storage.url or storage.data_dir"
+                .into(),
+        ));
+    }
+    if let Backend::Sqlite(path) = &backend {
+        // A report must not create an empty database where the operator mistyped a path.
+        if !Path::new(path).exists() {
+            return Err(OpenError::Config(format!(
+                "no database at {} (set --config or storage.data_dir)",
+                path.display()
+            )));
+        }
+    }
+    connect(&backend, options)
+}
+
+impl Database {
+    /// Cards issued, accepted and overridden per topic and molecule over `period`.
+    pub fn report(&self, period: Period) -> Result<Report, StorageError> {
+        let db = self.db.clone();
+        self.rt.block_on(async move { db.report(period).await })?
+    }
+
+    /// Every feedback item, oldest first.
+    pub fn feedback(&self) -> Result<Vec<StoredFeedback>, StorageError> {
+        let db = self.db.clone();
+        self.rt.block_on(async move { db.all_feedback().await })?
+    }
+
+    /// Every audit record, oldest first.
+    pub fn audit_records(&self) -> Result<Vec<StoredAudit>, StorageError> {
+        let db = self.db.clone();
+        self.rt.block_on(async move { db.audit_records().await })?
+    }
+}
