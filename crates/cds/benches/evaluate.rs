@@ -186,6 +186,7 @@ fn benches(cr: &mut Criterion) {
         b.iter(|| engine.evaluate(SERVICE, black_box(body), Lang::En, today()))
     });
     g.sample_size(20).measurement_time(Duration::from_secs(5));
+    g.throughput(Throughput::Elements(2701));
     g.bench_function("large", |b| {
         let body = large.get();
         b.iter(|| engine.evaluate(SERVICE, black_box(body), Lang::En, today()))
