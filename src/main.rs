@@ -205,7 +205,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let fetched =
                         actix_web::rt::System::new().block_on(fetcher.fetch_for(&prepared));
                     match fetched {
-                        Ok(f) => engine.complete(&prepared, &f.fetched, lang, today),
+                        Ok(f) => {
+                            // The data manager sees why a key could not be read (never the
+                            // token: the reasons do not carry it).
+                            for k in &f.fetched {
+                                use jakguard_cds::FetchOutcome;
+                                if let FetchOutcome::Failed(why)
+                                | FetchOutcome::Partial { reason: why, .. } = &k.outcome
+                                {
+                                    eprintln!("jakguard: fetching `{}`: {why}", k.key);
+                                }
+                            }
+                            engine.complete(&prepared, &f.fetched, lang, today)
+                        }
                         Err(jakguard_server::fetch::Refused::ServerNotAllowed { keys }) => {
                             Err(jakguard_cds::CdsError::PreconditionFailed(keys))
                         }
