@@ -127,13 +127,18 @@ impl Profile {
                 .as_deref()
                 .is_none_or(|s| ACTIVE.contains(&s));
             for def in &k.factors {
-                if def.kind == FactorKind::Treatment || (def.kind == FactorKind::State && !active) {
-                    continue;
-                }
-                if let Some(code) = matching_code(&def.conditions, &c.code) {
-                    let what = describe(&c.code, code);
+                // A smoking state that is over (resolved, inactive, remission) is the history of
+                // a smoker: the restriction covers past smokers too.
+                let code = match def.code {
+                    FactorCode::SmokerCurrent if !active => FactorCode::SmokerFormer,
+                    _ if def.kind == FactorKind::Treatment => continue,
+                    _ if def.kind == FactorKind::State && !active => continue,
+                    code => code,
+                };
+                if let Some(matched) = matching_code(&def.conditions, &c.code) {
+                    let what = describe(&c.code, matched);
                     self.add(
-                        def.code,
+                        code,
                         Evidence {
                             reference: c.reference.clone(),
                             what,
