@@ -238,12 +238,30 @@ fn sigterm_lets_a_request_in_flight_finish() {
             Err(e) => panic!("the server did not start: {e}"),
         }
     };
+    // A first, complete request on the same connection proves that a worker holds it (a
+    // connection still in the accept queue at SIGTERM is not "in flight").
+    write!(s, "GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "the health answer");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap();
+    let mut rest_of_health = vec![0u8; len];
+    s.read_exact(&mut rest_of_health).unwrap();
+
     let body = fixture("00-sandbox-order-select.json");
     let (first, rest) = body.split_at(body.len() / 2);
     write!(s, "POST /cds-services/jakguard-order-select HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
     s.write_all(first).unwrap();
     s.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(500));
     // SIGTERM while the request is half sent.
     assert!(Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
