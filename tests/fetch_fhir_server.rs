@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{cards_by_order, fixture, fixture_names, spawn_with_fhir, test_fhir_server};
+use support::{cards_by_order, fixture, fixture_names, spawn_with_fhir, test_fhir_server, CardMap};
 
 const KEYS: [&str; 4] = ["patient", "conditions", "observations", "medications"];
 
@@ -52,16 +52,7 @@ fn details(resp: &Value) -> String {
 
 /// Ids that several fixtures share were loaded as `{id}-{patientId}` (see
 /// scripts/load-fhir-fixtures.py): evidence is compared with the fixture's own id.
-fn unshare(
-    mut cards: std::collections::BTreeMap<
-        String,
-        std::collections::BTreeMap<String, Vec<(String, Vec<String>)>>,
-    >,
-    patient: &str,
-) -> std::collections::BTreeMap<
-    String,
-    std::collections::BTreeMap<String, Vec<(String, Vec<String>)>>,
-> {
+fn unshare(mut cards: CardMap, patient: &str) -> CardMap {
     let suffix = format!("-{patient}");
     for topics in cards.values_mut() {
         for factors in topics.values_mut() {

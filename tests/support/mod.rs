@@ -113,16 +113,17 @@ pub fn spawn_with_fhir(
     })
 }
 
-/// order -> topic -> (sorted factor codes, sorted evidence references) of a response.
+/// order -> topic -> (factor code, sorted evidence references), factors sorted.
 #[allow(dead_code)]
-pub fn cards_by_order(
-    resp: &serde_json::Value,
-) -> std::collections::BTreeMap<
+pub type CardMap = std::collections::BTreeMap<
     String,
     std::collections::BTreeMap<String, Vec<(String, Vec<String>)>>,
-> {
-    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<_, _>> =
-        Default::default();
+>;
+
+/// The cards of a response by order and topic, for comparing two answers.
+#[allow(dead_code)]
+pub fn cards_by_order(resp: &serde_json::Value) -> CardMap {
+    let mut out = CardMap::new();
     for card in resp["cards"].as_array().into_iter().flatten() {
         let ext = &card["extension"]["jakguard"];
         let order = ext["order"].as_str().unwrap_or("").to_owned();
