@@ -1256,6 +1256,20 @@ fn hormonal_therapy_from_active_requests_and_statements() {
             false,
         ),
         c(
+            "nomegestrol alone (Lutényl, a progestogen) is not listed",
+            Request,
+            Some("active"),
+            text("NOMEGESTROL ACETATE 5 mg (Lutényl), comprimé"),
+            false,
+        ),
+        c(
+            "nomegestrol with estradiol (Zoely) is a combined pill",
+            Request,
+            Some("active"),
+            text("Zoely 2,5 mg/1,5 mg (nomégestrol/estradiol)"),
+            true,
+        ),
+        c(
             "levothyroxine is a hormone but not listed",
             Request,
             Some("active"),
