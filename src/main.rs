@@ -67,6 +67,22 @@ enum Command {
         token: Option<String>,
         file: String,
     },
+    /// How the cards are used: per topic and molecule, cards issued, accepted, overridden,
+    /// and the override reasons with their counts (from the configured storage).
+    Report {
+        /// First day included, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day included, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        to: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// TOML configuration file (for [storage]).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,6 +116,24 @@ fn init_tracing() {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Report {
+            from,
+            to,
+            json,
+            config,
+        } => {
+            let cfg = Config::load(config.as_deref(), std::env::vars())?;
+            let period = jakguard_storage::Period::parse(from.as_deref(), to.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            let db = jakguard_storage::open_database(&cfg.storage.options())?;
+            let report = db.report(period)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_table());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config {
             action: ConfigAction::Check { file },
         } => {

@@ -15,7 +15,7 @@ pub(crate) async fn live() -> HttpResponse {
 }
 
 pub(crate) async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let audit = state.audit.stats();
+    let audit = state.stores.audit.stats();
     if state.store.ready().await {
         json_response(
             StatusCode::OK,

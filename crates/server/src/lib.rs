@@ -45,6 +45,9 @@ pub struct AppState {
     /// Fetches what the prefetch lacks from the EHR's FHIR server (one pooled client).
     pub fetcher: Arc<jakguard_fetch::Fetcher>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The stores as opened, unwrapped: readiness reads the audit trail's counters here, so
+    /// that a wrapper around `audit` (metrics) cannot hide a backlog.
+    pub stores: Stores,
 }
 
 /// Where feedback and audit records go.
@@ -133,6 +136,7 @@ impl Application {
             body_limit: config.body_limit,
             fetcher,
             metrics: app_metrics.clone(),
+            stores: stores.clone(),
         });
         let metrics_data = web::Data::new(app_metrics.clone());
         let server = HttpServer::new(move || {

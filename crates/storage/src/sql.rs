@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// How long a request may wait for a pooled connection before the store answers "unavailable".
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The whole of a feedback write, connection included: past it the client gets 503.
 const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
