@@ -251,7 +251,10 @@ fn sigterm_lets_a_request_in_flight_finish() {
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     let len: usize = head
         .lines()
-        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
         .unwrap();
     let mut rest_of_health = vec![0u8; len];
     s.read_exact(&mut rest_of_health).unwrap();
