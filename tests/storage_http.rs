@@ -363,11 +363,11 @@ async fn postgres_stopped_mid_run_feedback_503_evaluation_200_audit_kept() {
         slowest < Duration::from_millis(500),
         "evaluation took {slowest:?}"
     );
-    // Degraded, not unready: the replica still answers evaluations.
+    // Readiness flips while storage is away (the default), yet evaluations kept answering.
     let (status, body) = ready(&app).await;
     assert_eq!(
         (status, &body["storage"]),
-        (200, &json!("unavailable")),
+        (503, &json!("unavailable")),
         "{body}"
     );
     assert_eq!(body["audit"]["pending"], 5, "{body}");
@@ -411,7 +411,8 @@ async fn postgres_stopped_mid_run_feedback_503_evaluation_200_audit_kept() {
         .map(|f| f.item.card)
         .collect();
     assert_eq!(cards, ["card-0", "card-2"]);
-    assert_eq!(ready(&app).await.1["storage"], "ok");
+    let (status, body) = ready(&app).await;
+    assert_eq!((status, &body["storage"]), (200, &json!("ok")), "{body}");
 }
 
 #[test]

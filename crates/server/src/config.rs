@@ -182,6 +182,10 @@ pub struct Config {
     pub insecure: bool,
     /// On SIGTERM, how long requests in flight may take to finish.
     pub shutdown_grace_seconds: u64,
+    /// Whether `/health/ready` answers 503 while storage cannot take writes (the default). With
+    /// one database behind every replica, an operator may prefer `false`: replicas then stay in
+    /// the load balancer and keep answering CDS calls, and readiness reports "degraded".
+    pub ready_requires_storage: bool,
 }
 
 impl Default for Config {
@@ -197,6 +201,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             insecure: false,
             shutdown_grace_seconds: 30,
+            ready_requires_storage: true,
         }
     }
 }
@@ -209,6 +214,7 @@ struct FileConfig {
     body_limit: Option<usize>,
     knowledge_dir: Option<PathBuf>,
     shutdown_grace_seconds: Option<u64>,
+    ready_requires_storage: Option<bool>,
     #[serde(default)]
     clients: Vec<ClientConfig>,
     public_url: Option<String>,
@@ -245,6 +251,9 @@ impl Config {
             if let Some(l) = f.default_language {
                 c.default_language =
                     parse_lang(&l).map_err(|e| ConfigError::File(name.clone(), e))?;
+            }
+            if let Some(r) = f.ready_requires_storage {
+                c.ready_requires_storage = r;
             }
             if let Some(g) = f.shutdown_grace_seconds {
                 c.shutdown_grace_seconds = g;
@@ -284,6 +293,10 @@ impl Config {
             match name {
                 "BIND" => c.bind = parse_bind(&value).map_err(err)?,
                 "DEFAULT_LANGUAGE" => c.default_language = parse_lang(&value).map_err(err)?,
+                "READY_REQUIRES_STORAGE" => {
+                    c.ready_requires_storage =
+                        value.parse().map_err(|_| err("true or false".into()))?
+                }
                 "SHUTDOWN_GRACE_SECONDS" => {
                     c.shutdown_grace_seconds = value
                         .parse()
@@ -384,6 +397,10 @@ impl Config {
         line(
             "shutdown_grace_seconds",
             self.shutdown_grace_seconds.to_string(),
+        );
+        line(
+            "ready_requires_storage",
+            self.ready_requires_storage.to_string(),
         );
         if let Some(d) = &self.knowledge_dir {
             line("knowledge_dir", q(&d.display().to_string()));

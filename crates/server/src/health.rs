@@ -1,12 +1,12 @@
 //! Liveness, readiness, and the answer for unknown endpoints.
 //!
-//! Readiness reflects storage without taking evaluation down with it: while the database
-//! cannot take writes the answer stays 200 (this replica still answers CDS calls in time,
-//! which is what a load balancer routes) but says `"status": "degraded"` and
-//! `"storage": "unavailable"`. Answering 503 instead would, with one database shared by every
-//! replica, remove all of them at once and turn a feedback outage into a CDS outage. Both
-//! answers carry the audit trail's counters (pending, written, dropped), so an operator or a
-//! monitor sees a backlog or losses.
+//! Readiness reflects storage: while the database cannot take writes the answer is 503
+//! (`"storage": "unavailable"`), so that feedback is not routed to a replica that must refuse it.
+//! With one database shared by every replica that removes all of them at once, turning a
+//! feedback outage into a CDS outage; an operator who prefers CDS to keep answering sets
+//! `ready_requires_storage = false`, and readiness then stays 200 with `"status": "degraded"`.
+//! Both answers carry the audit trail's counters (pending, written, dropped), so an operator or
+//! a monitor sees a backlog or losses.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -21,10 +21,19 @@ pub(crate) async fn live() -> HttpResponse {
 pub(crate) async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let audit = state.stores.audit.stats();
     let storage_ok = state.store.ready().await;
+    let status = if storage_ok || !state.ready_requires_storage {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json_response(
-        StatusCode::OK,
+        status,
         &serde_json::json!({
-            "status": if storage_ok { "ready" } else { "degraded" },
+            "status": match (storage_ok, state.ready_requires_storage) {
+                (true, _) => "ready",
+                (false, true) => "unavailable",
+                (false, false) => "degraded",
+            },
             "storage": if storage_ok { "ok" } else { "unavailable" },
             "knowledge": state.engine.knowledge().version(),
             "audit": audit,

@@ -45,6 +45,8 @@ pub struct AppState {
     /// Fetches what the prefetch lacks from the EHR's FHIR server (one pooled client).
     pub fetcher: Arc<jakguard_fetch::Fetcher>,
     pub metrics: Arc<metrics::Metrics>,
+    /// `/health/ready` is 503 while storage is down (see `Config::ready_requires_storage`).
+    pub ready_requires_storage: bool,
     /// The stores as opened, unwrapped: readiness reads the audit trail's counters here, so
     /// that a wrapper around `audit` (metrics) cannot hide a backlog.
     pub stores: Stores,
@@ -136,6 +138,7 @@ impl Application {
             body_limit: config.body_limit,
             fetcher,
             metrics: app_metrics.clone(),
+            ready_requires_storage: config.ready_requires_storage,
             stores: stores.clone(),
         });
         let metrics_data = web::Data::new(app_metrics.clone());

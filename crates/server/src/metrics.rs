@@ -279,6 +279,10 @@ impl AuditSink for CountingAudit {
         }
         self.inner.record(audit);
     }
+
+    fn stats(&self) -> jakguard_storage::AuditStats {
+        self.inner.stats()
+    }
 }
 
 pub(crate) async fn render(metrics: web::Data<Arc<Metrics>>) -> HttpResponse {
