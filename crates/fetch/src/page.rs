@@ -3,13 +3,17 @@
 //! for. The resources themselves are not read here: the page goes to `complete` as raw JSON and
 //! is read tolerantly there, so one odd resource does not sink a fetch.
 //!
-//! OperationOutcomes are read with fhir-sdk's R4B model (same elements as R4): the issue codes
-//! are a required binding, which the typed model checks for us. It is strict, so a body that
-//! does not fit it falls back to a lean reading of `issue[].severity`: a server's odd
-//! OperationOutcome is still an OperationOutcome.
+//! OperationOutcomes are read leanly (`issue[].severity` and `code` as strings), and the codes
+//! are checked against their required bindings with fhir-sdk's R4B code enums (`IssueSeverity`,
+//! `IssueType`). Why not `serde_json::from_str::<OperationOutcome>`: its serde code (with
+//! `contained`, the whole R4B `Resource` tree) is instantiated in the calling crate, which made
+//! a debug build of this crate take minutes and a release build a quarter of an hour; and being
+//! strict it would refuse a server's slightly odd OperationOutcome, which is still an
+//! OperationOutcome. The code enums cost nothing at build time and keep the binding check.
 
-use fhir_sdk::r4b::codes::IssueSeverity;
-use fhir_sdk::r4b::resources::OperationOutcome;
+use std::str::FromStr;
+
+use fhir_sdk::r4b::codes::{IssueSeverity, IssueType};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -60,21 +64,13 @@ pub enum Page {
 }
 
 /// The issue codes of an OperationOutcome whose worst issue is an error, or `None` when it only
-/// informs or warns. Never fails: an OperationOutcome that fhir-sdk refuses is read leanly.
+/// informs or warns. Never fails: an issue whose severity is not in the binding counts as an
+/// error (safer than ignoring it), a code outside the binding is shown as `unknown code`.
 pub fn outcome_error(body: &str) -> Option<String> {
-    if let Ok(oo) = serde_json::from_str::<OperationOutcome>(body) {
-        let codes: Vec<String> = oo
-            .issue
-            .iter()
-            .flatten()
-            .filter(|i| matches!(i.severity, IssueSeverity::Error | IssueSeverity::Fatal))
-            .map(|i| i.code.to_string())
-            .collect();
-        return (!codes.is_empty()).then(|| codes.join(", "));
-    }
     #[derive(Deserialize)]
     struct Issue {
         severity: Option<serde_json::Value>,
+        code: Option<serde_json::Value>,
     }
     #[derive(Deserialize)]
     struct Lean {
@@ -82,14 +78,26 @@ pub fn outcome_error(body: &str) -> Option<String> {
         issue: Vec<serde_json::Value>,
     }
     let lean: Lean = serde_json::from_str(body).ok()?;
-    let bad = lean.issue.into_iter().any(|i| {
-        serde_json::from_value::<Issue>(i)
-            .ok()
-            .and_then(|i| i.severity)
-            .and_then(|s| s.as_str().map(|s| s == "error" || s == "fatal"))
-            .unwrap_or(true)
-    });
-    bad.then(|| "unreadable issue".to_owned())
+    let mut codes: Vec<String> = Vec::new();
+    for raw in lean.issue {
+        let issue = serde_json::from_value::<Issue>(raw).ok();
+        let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+        let severity = issue.as_ref().and_then(|i| text(i.severity.as_ref()));
+        let error = match severity.as_deref().map(IssueSeverity::from_str) {
+            Some(Ok(IssueSeverity::Information | IssueSeverity::Warning)) => false,
+            Some(Ok(IssueSeverity::Error | IssueSeverity::Fatal)) | Some(Err(_)) | None => true,
+        };
+        if !error {
+            continue;
+        }
+        let code = issue.as_ref().and_then(|i| text(i.code.as_ref()));
+        codes.push(match code.as_deref().map(IssueType::from_str) {
+            Some(Ok(t)) => t.to_string(),
+            _ => "unknown code".to_owned(),
+        });
+    }
+    codes.dedup();
+    (!codes.is_empty()).then(|| codes.join(", "))
 }
 
 /// Inspects a 200 body. `expect_patient` is the id a Patient read must return.
@@ -180,10 +188,15 @@ mod tests {
     fn warnings_do_not_mark_a_page_and_odd_outcomes_are_still_read() {
         let warn = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"warning","code":"processing"}]}"#;
         assert_eq!(outcome_error(warn), None);
-        // `code` outside the required binding: fhir-sdk refuses it, the lean reading does not.
+        // Outside the required bindings: still an error, the code not echoed.
         let odd =
             r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"weird"}]}"#;
-        assert_eq!(outcome_error(odd).as_deref(), Some("unreadable issue"));
+        assert_eq!(outcome_error(odd).as_deref(), Some("unknown code"));
+        let odd = r#"{"issue":[{"severity":"bad","code":"exception"}, 3]}"#;
+        assert_eq!(
+            outcome_error(odd).as_deref(),
+            Some("exception, unknown code")
+        );
         let body = format!(
             r#"{{"resourceType":"Bundle","entry":[{{"resource":{warn}}}, 7, {{"resource":null}}]}}"#
         );
