@@ -20,7 +20,12 @@ pub fn spawn_app() -> TestApp {
     })
 }
 
-pub fn spawn_with(config: Config) -> TestApp {
+pub fn spawn_with(mut config: Config) -> TestApp {
+    // Tests that do not choose a store get an in-memory one: the default SQLite file under
+    // ./data would be shared (and raced for its generated secret) by tests running in parallel.
+    if config.storage == jakguard_server::config::StorageConfig::default() {
+        config.storage.url = Some("memory:".into());
+    }
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {

@@ -443,7 +443,10 @@ mod tests {
     fn spec_verifier() -> Verifier {
         let dir = std::env::temp_dir().join(format!("jakguard-auth-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("spec-jwks.json");
+        // One file per test thread: tests run in parallel and must not read a half-written file.
+        let thread = format!("{:?}", std::thread::current().id())
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+        let path = dir.join(format!("spec-jwks-{thread}.json"));
         std::fs::write(&path, SPEC_JWKS).unwrap();
         Verifier::new(&[ClientConfig {
             issuer: "https://fhir-ehr.example.com/".into(),
