@@ -24,7 +24,7 @@ DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
 THREADS="${THREADS:-1}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-BIN="${JAKGUARD_BIN:-$TARGET_DIR/release/jakguard}"
+BIN="${LOAD_BIN:-$TARGET_DIR/release/jakguard}"
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "== installing wrk (Debian package)"
