@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{cards_by_order, fixture, spawn_with_fhir};
+use support::{cards_by_order, details, fixture, spawn_with_fhir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -82,16 +82,6 @@ async fn call(app: &support::TestApp, req: &Value) -> (u16, Value) {
         .await;
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap())
-}
-
-fn details(resp: &Value) -> String {
-    resp["cards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["detail"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn empty(_: &str) -> (u16, String, Duration) {

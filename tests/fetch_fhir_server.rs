@@ -8,7 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{cards_by_order, fixture, fixture_names, spawn_with_fhir, test_fhir_server, CardMap};
+use support::{
+    cards_by_order, details, fixture, fixture_names, spawn_with_fhir, test_fhir_server, CardMap,
+};
 
 const KEYS: [&str; 4] = ["patient", "conditions", "observations", "medications"];
 
@@ -38,16 +40,6 @@ async fn post(app: &support::TestApp, service: &str, body: &Value) -> (u16, Valu
         .await;
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap())
-}
-
-fn details(resp: &Value) -> String {
-    resp["cards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["detail"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Ids that several fixtures share were loaded as `{id}-{patientId}` (see

@@ -156,3 +156,14 @@ pub fn cards_by_order(resp: &serde_json::Value) -> CardMap {
     }
     out
 }
+
+/// Every card's detail of a response, joined: what a clinician would read.
+pub fn details(resp: &serde_json::Value) -> String {
+    resp["cards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["detail"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
