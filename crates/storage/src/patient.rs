@@ -29,7 +29,9 @@ const KEY_FILE: &str = "patient-id.secret";
 
 #[derive(Clone)]
 pub struct PatientHasher {
-    key: Vec<u8>,
+    /// HMAC-SHA256 already keyed with the secret (its inner and outer pads computed once);
+    /// each hash starts from a clone of it, on the request path.
+    keyed: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for PatientHasher {
@@ -55,9 +57,14 @@ impl PatientHasher {
                 "storage.patient_id_secret must be at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -hex 32`)"
             )));
         }
-        Ok(PatientHasher {
-            key: secret.trim().as_bytes().to_vec(),
-        })
+        Ok(PatientHasher::keyed(secret.trim().as_bytes()))
+    }
+
+    fn keyed(key: &[u8]) -> PatientHasher {
+        // HMAC takes keys of any length (longer ones are hashed first), so this cannot fail.
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        PatientHasher { keyed }
     }
 
     /// A random secret for this process only (memory stores, tests).
@@ -68,7 +75,7 @@ impl PatientHasher {
             // processes, which is all an ephemeral store promises; mix in the time anyway.
             key = crate::now_ms().to_le_bytes().repeat(4);
         }
-        PatientHasher { key }
+        PatientHasher::keyed(&key)
     }
 
     /// The hex HMAC-SHA256 of `patient_id`.
@@ -82,11 +89,7 @@ impl PatientHasher {
     }
 
     fn mac(&self, data: &[u8]) -> String {
-        // HMAC takes keys of any length, so this cannot fail; an empty answer would only
-        // make linking impossible, never leak the id.
-        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.key) else {
-            return String::new();
-        };
+        let mut m = self.keyed.clone();
         m.update(data);
         hex(&m.finalize().into_bytes())
     }
@@ -151,9 +154,7 @@ mod tests {
         assert_ne!(a.hash("p1"), b.hash("p1"));
         assert!(!a.hash("p1").contains("p1"));
         // RFC 4231 test case 2 ("Jefe" is too short for a configured secret, so bypass new).
-        let jefe = PatientHasher {
-            key: b"Jefe".to_vec(),
-        };
+        let jefe = PatientHasher::keyed(b"Jefe");
         assert_eq!(
             jefe.hash("what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
