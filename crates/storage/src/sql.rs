@@ -7,6 +7,7 @@
 //! widths. Durability: SQLite in WAL mode with `synchronous = FULL` (a commit is on disk when
 //! it returns, even across a power cut); PostgreSQL's default synchronous commit.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqlSafeStr};
+use sqlx::{QueryBuilder, Row, SqlSafeStr};
 
 use crate::audit::{self, AuditQueue, PendingAudit, SqlAudit};
 use crate::patient::{PatientHasher, SecretSource};
@@ -43,6 +44,12 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 /// SQLite serialises writers; a few connections cover concurrent readers.
 const SQLITE_MAX_CONNECTIONS: u32 = 4;
+/// Bound parameters per statement: SQLite accepts at most 32,766 (SQLITE_MAX_VARIABLE_NUMBER
+/// since 3.32), PostgreSQL 65,535; the lower of the two, so that one chunking fits both.
+pub(crate) const MAX_BINDS: usize = 32_766;
+/// Parameters per row of the audit inserts.
+const EVENT_COLUMNS: usize = 6;
+const CARD_COLUMNS: usize = 7;
 
 #[derive(Clone)]
 pub(crate) enum Db {
@@ -234,7 +241,7 @@ impl Db {
         Ok(outcome)
     }
 
-    async fn all_feedback(&self) -> Result<Vec<StoredFeedback>, StorageError> {
+    pub(crate) async fn all_feedback(&self) -> Result<Vec<StoredFeedback>, StorageError> {
         let rows = on_db!(self, pool => {
             let rows = sqlx::query(
                 "SELECT service, card_uuid, outcome, outcome_timestamp, accepted_suggestions, \
@@ -276,52 +283,87 @@ impl Db {
     /// Writes a batch of audit records in one transaction. An event already there (a retry
     /// after a commit whose answer was lost) is skipped with its cards. Feedback that arrived
     /// before its card's audit record stops being flagged as unknown.
+    ///
+    /// A few multi-row statements per batch rather than a few per record: with SQLite every
+    /// statement is a round trip to the driver's worker thread.
     pub(crate) async fn insert_audit(&self, batch: &[PendingAudit]) -> Result<(), sqlx::Error> {
+        self.insert_audit_bounded(batch, MAX_BINDS).await
+    }
+
+    /// [`Db::insert_audit`] with at most `max_binds` parameters per statement (tests lower it
+    /// to exercise the chunking).
+    pub(crate) async fn insert_audit_bounded(
+        &self,
+        batch: &[PendingAudit],
+        max_binds: usize,
+    ) -> Result<(), sqlx::Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let events_per_statement = (max_binds / EVENT_COLUMNS).max(1);
+        let cards_per_statement = (max_binds / CARD_COLUMNS).max(1);
+        let uuids_per_statement = max_binds.max(1);
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
-            for a in batch {
-                let inserted = sqlx::query(
-                    "INSERT INTO audit_event (id, at_ms, service, hook_instance, patient_hash, card_count) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(&a.id)
-                .bind(a.at_ms)
-                .bind(&a.service)
-                .bind(&a.hook_instance)
-                .bind(&a.patient_hash)
-                .bind(a.cards.len() as i64)
-                .execute(&mut *tx)
-                .await?;
-                if inserted.rows_affected() == 0 {
-                    continue;
+            // Only the events inserted now get their cards: a retried batch whose first
+            // attempt did commit inserts nothing twice.
+            let mut inserted: HashSet<String> = HashSet::with_capacity(batch.len());
+            for chunk in batch.chunks(events_per_statement) {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO audit_event (id, at_ms, service, hook_instance, patient_hash, card_count) ",
+                );
+                q.push_values(chunk, |mut row, a| {
+                    row.push_bind(&a.id)
+                        .push_bind(a.at_ms)
+                        .push_bind(&a.service)
+                        .push_bind(&a.hook_instance)
+                        .push_bind(&a.patient_hash)
+                        .push_bind(a.cards.len() as i64);
+                });
+                q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+                for row in q.build().fetch_all(&mut *tx).await? {
+                    inserted.insert(row.try_get(0)?);
                 }
-                for c in &a.cards {
-                    sqlx::query(
-                        "INSERT INTO audit_card (event_id, at_ms, uuid, topic, indicator, molecule, factors) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(&a.id)
-                    .bind(a.at_ms)
-                    .bind(&c.uuid)
-                    .bind(&c.topic)
-                    .bind(&c.indicator)
-                    .bind(&c.molecule)
-                    .bind(audit::factors_json(&c.factors))
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "UPDATE feedback SET card_known = TRUE WHERE NOT card_known AND card_uuid = $1",
-                    )
-                    .bind(&c.uuid)
-                    .execute(&mut *tx)
-                    .await?;
+            }
+            let cards: Vec<(&PendingAudit, &AuditCard)> = batch
+                .iter()
+                .filter(|a| inserted.contains(&a.id))
+                .flat_map(|a| a.cards.iter().map(move |c| (a, c)))
+                .collect();
+            for chunk in cards.chunks(cards_per_statement) {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO audit_card (event_id, at_ms, uuid, topic, indicator, molecule, factors) ",
+                );
+                q.push_values(chunk, |mut row, (a, c)| {
+                    row.push_bind(&a.id)
+                        .push_bind(a.at_ms)
+                        .push_bind(&c.uuid)
+                        .push_bind(&c.topic)
+                        .push_bind(&c.indicator)
+                        .push_bind(&c.molecule)
+                        .push_bind(audit::factors_json(&c.factors));
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            let mut uuids: Vec<&str> = cards.iter().map(|(_, c)| c.uuid.as_str()).collect();
+            uuids.sort_unstable();
+            uuids.dedup();
+            for chunk in uuids.chunks(uuids_per_statement) {
+                let mut q = QueryBuilder::new(
+                    "UPDATE feedback SET card_known = TRUE WHERE NOT card_known AND card_uuid IN (",
+                );
+                let mut list = q.separated(", ");
+                for uuid in chunk {
+                    list.push_bind(*uuid);
                 }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
             }
             tx.commit().await
         })
     }
 
-    async fn audit_records(&self) -> Result<Vec<StoredAudit>, StorageError> {
+    pub(crate) async fn audit_records(&self) -> Result<Vec<StoredAudit>, StorageError> {
         on_db!(self, pool => {
             let events = sqlx::query(
                 "SELECT id, at_ms, service, hook_instance, patient_hash FROM audit_event ORDER BY at_ms, id",
@@ -607,7 +649,7 @@ pub fn open(options: &StorageOptions) -> Result<Opened, OpenError> {
     })
 }
 
-fn connect(backend: &Backend, options: &StorageOptions) -> Result<Database, OpenError> {
+pub(crate) fn connect(backend: &Backend, options: &StorageOptions) -> Result<Database, OpenError> {
     let rt = Arc::new(StorageRuntime::start()?);
     let b = backend.clone();
     let max = options.max_connections;
@@ -623,8 +665,8 @@ fn connect(backend: &Backend, options: &StorageOptions) -> Result<Database, Open
 
 /// The database alone, for `jakguard report` and tests: no secret needed, no audit writer.
 pub struct Database {
-    rt: Arc<StorageRuntime>,
-    db: Db,
+    pub(crate) rt: Arc<StorageRuntime>,
+    pub(crate) db: Db,
 }
 
 /// Opens the configured database (migrating it, like the service would).
