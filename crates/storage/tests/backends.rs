@@ -65,6 +65,8 @@ on_both_backends!(
     concurrent_writers_from_two_instances_lose_nothing,
     the_report_counts_cards_outcomes_and_reasons,
     a_different_patient_id_secret_is_refused,
+    shutdown_flushes_records_queued_during_the_linger_quickly,
+    a_burst_of_several_batches_is_written_completely,
 );
 
 fn run(f: impl std::future::Future<Output = ()>) {
@@ -357,6 +359,48 @@ async fn the_report_counts_cards_outcomes_and_reasons(options: StorageOptions) {
     assert_eq!(json["unknown_cards"]["overridden"], 1);
     // No comment text reaches the report.
     assert!(!json.to_string().contains("rheumatology"));
+}
+
+async fn shutdown_flushes_records_queued_during_the_linger_quickly(options: StorageOptions) {
+    let s = open(&options).unwrap();
+    let audit = s.audit.clone();
+    drop(s);
+    // Queued and at once dropped: the writer is still lingering over them.
+    for i in 0..50 {
+        audit.record(evaluation(
+            &format!("p{i}"),
+            vec![card(&format!("c{i}"), "ansm-restriction", "tofacitinib")],
+        ));
+    }
+    let started = Instant::now();
+    drop(audit);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "shutdown took {took:?} (the flush limit is 5 s)"
+    );
+    let records = open_database(&options).unwrap().audit_records().unwrap();
+    assert_eq!(records.len(), 50);
+    assert_eq!(records.iter().map(|r| r.cards.len()).sum::<usize>(), 50);
+}
+
+async fn a_burst_of_several_batches_is_written_completely(options: StorageOptions) {
+    // More than one transaction's worth, recorded faster than the linger.
+    let s = open(&options).unwrap();
+    let n = 2_000;
+    for i in 0..n {
+        let cards = (0..i % 4)
+            .map(|c| card(&format!("c{i}-{c}"), "vte-caution", "baricitinib"))
+            .collect();
+        s.audit.record(evaluation(&format!("p{i}"), cards));
+    }
+    written(&s.audit, n as u64).await;
+    let stats = s.audit.stats();
+    assert_eq!((stats.pending, stats.dropped), (0, 0));
+    let records = open_database(&options).unwrap().audit_records().unwrap();
+    assert_eq!(records.len(), n);
+    let cards: usize = records.iter().map(|r| r.cards.len()).sum();
+    assert_eq!(cards, (0..n).map(|i| i % 4).sum::<usize>());
 }
 
 async fn a_different_patient_id_secret_is_refused(options: StorageOptions) {
