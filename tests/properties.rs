@@ -1,5 +1,7 @@
 //! Properties of the evaluation over the fixtures: the order of the record's resources never
-//! changes the answer, and an unrelated resource never takes a finding away.
+//! changes the answer, an unrelated resource never takes a finding away, and the one-pass
+//! reading of a request gives what the reading by parts gives (`jakguard-fuzz` checks the same
+//! on mutated requests).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -84,6 +86,40 @@ fn unrelated(kind: u8) -> Value {
         }
         _ => {
             json!({"resourceType": "MedicationRequest", "id": "unrelated-m", "status": "active", "intent": "order", "medicationCodeableConcept": {"text": "paracetamol 500 mg tablet"}})
+        }
+    }
+}
+
+/// What a reading of a request gave, as text (errors included).
+fn reading(
+    read: for<'a> fn(&'a [u8], &jakguard_cds::Service) -> jakguard_cds::request::Reading<'a>,
+    body: &[u8],
+    service: &str,
+) -> String {
+    let service = jakguard_cds::services::find(service).expect("a service");
+    format!("{:?}", read(body, service))
+}
+
+#[test]
+fn the_one_pass_reading_gives_what_the_reading_by_parts_gives() {
+    use jakguard_cds::request::{parse, parse_by_parts};
+    for (name, req) in fixtures() {
+        let service = format!("jakguard-{}", req["hook"].as_str().unwrap());
+        let pretty = serde_json::to_vec_pretty(&req).unwrap();
+        let compact = serde_json::to_vec(&req).unwrap();
+        // Both services: the wrong hook is refused the same way by both readings.
+        for service in [
+            service.as_str(),
+            "jakguard-order-sign",
+            "jakguard-order-select",
+        ] {
+            for body in [&pretty, &compact] {
+                assert_eq!(
+                    reading(parse, body, service),
+                    reading(parse_by_parts, body, service),
+                    "{name} to {service}"
+                );
+            }
         }
     }
 }

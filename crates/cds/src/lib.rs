@@ -73,7 +73,7 @@ impl Engine {
     pub fn prepare<'a>(&self, service_id: &str, body: &'a [u8]) -> Result<Prepared<'a>, CdsError> {
         let service = services::find(service_id)
             .ok_or_else(|| CdsError::UnknownService(service_id.to_owned()))?;
-        let req = request::parse(body, service)?;
+        let (req, prefetch) = request::parse(body, service)?;
         let drafts = jakguard_fhir::read_draft_orders(req.draft_orders)
             .map_err(|m| CdsError::BadRequest(m.into()))?;
         if drafts.len() > MAX_DRAFT_ORDERS {
@@ -120,10 +120,10 @@ impl Engine {
 
         let mut keys = Vec::new();
         let mut prefetched = Vec::new();
-        for key in DATA_KEYS {
-            let state = match req.prefetch.get(key) {
+        for (key, value) in DATA_KEYS.into_iter().zip(prefetch.0) {
+            let state = match value {
                 None => KeyState::Absent,
-                Some(raw) => match jakguard_fhir::read_value(raw) {
+                Some(value) => match value {
                     Fetched::Null => KeyState::Null,
                     Fetched::Failed(_) => KeyState::Failed,
                     Fetched::Resources {

@@ -46,8 +46,9 @@ fn strict() -> bool {
 }
 
 /// Only the strict pass of [`parse`]: `Err` when anything is malformed, for a caller whose
-/// fallback is a different (exact, slower) reading altogether.
-pub(crate) fn parse_strict<'de, T: Deserialize<'de>>(text: &'de str) -> serde_json::Result<T> {
+/// fallback is a different (exact, slower) reading altogether. Every wrapper read inside it,
+/// however deep (an [`crate::InPlace`] inside a larger document included), is strict.
+pub fn parse_strict<'de, T: Deserialize<'de>>(text: &'de str) -> serde_json::Result<T> {
     let _strict = StrictPass::enter();
     serde_json::from_str::<T>(text)
 }

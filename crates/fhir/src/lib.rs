@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use jakguard_rules::{DataGap, MedicationInfo, Order, Record, ResourceRef};
 use serde_json::value::RawValue;
 
-pub use resources::{Bundle, RawResource, MAX_ENTRIES};
+pub use resources::{Bundle, InPlace, RawResource, MAX_ENTRIES};
 
 use resources::Converted;
 
@@ -38,16 +38,34 @@ pub enum Fetched<'a> {
     },
 }
 
-/// One resource with its raw text (kept for suggestions that must send the EHR's resource back).
+/// One resource of a prefetch value or a Bundle, with the Bundle entry's `fullUrl`.
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
     pub full_url: Option<Cow<'a, str>>,
-    pub raw: &'a RawValue,
     pub resource: RawResource<'a>,
 }
 
 /// Classifies one prefetch value. Never fails.
+///
+/// Three readings, fastest first, each taken only when the one before failed: everything in
+/// one strict pass ([`InPlace`]); the value strictly with each Bundle entry's resource read on
+/// its own and leniently (one malformed resource costs only itself); the exact two readings,
+/// every element lenient. Each gives what the next would have given on the same value.
 pub fn read_value(raw: &RawValue) -> Fetched<'_> {
+    let text = raw.get();
+    if text == "null" {
+        return Fetched::Null;
+    }
+    if let Ok(InPlace(fetched)) = lenient::parse_strict::<InPlace>(text) {
+        return fetched;
+    }
+    read_value_by_parts(raw)
+}
+
+/// [`read_value`] without the one-pass reading: the value strictly with each entry's resource on
+/// its own, then the two lenient readings. The reference [`InPlace`] is held to (tests,
+/// fuzzing); services call [`read_value`].
+pub fn read_value_by_parts(raw: &RawValue) -> Fetched<'_> {
     let text = raw.get();
     if text == "null" {
         return Fetched::Null;
@@ -61,7 +79,6 @@ pub fn read_value(raw: &RawValue) -> Fetched<'_> {
             Some(_) => Fetched::Resources {
                 resources: vec![Entry {
                     full_url: None,
-                    raw,
                     resource: top.resource,
                 }],
                 next: None,
@@ -94,7 +111,6 @@ fn read_value_in_two(raw: &RawValue) -> Fetched<'_> {
         Some(_) => Fetched::Resources {
             resources: vec![Entry {
                 full_url: None,
-                raw,
                 resource: res,
             }],
             next: None,
@@ -192,12 +208,9 @@ pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static
     {
         return Err("draftOrders is not a Bundle");
     }
-    let entries = match bundle.into_entries() {
-        Fetched::Resources { resources, .. } => resources,
-        _ => Vec::new(),
-    };
+    let (entries, _, _) = bundle.into_entries_with_raw();
     let mut meds: HashMap<String, MedicationInfo> = HashMap::new();
-    for e in &entries {
+    for (e, _) in &entries {
         if let Converted::Medication(id, info) = e.resource.convert() {
             meds.insert(format!("Medication/{id}"), info.clone());
             if let Some(url) = &e.full_url {
@@ -206,7 +219,7 @@ pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static
         }
     }
     let mut out = Vec::new();
-    for e in &entries {
+    for (e, raw) in &entries {
         if e.resource.resource_type.as_deref() != Some("MedicationRequest") {
             continue;
         }
@@ -220,7 +233,7 @@ pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static
                     medication: use_.medication,
                     dosages,
                 },
-                raw: e.raw,
+                raw,
             });
         }
     }
@@ -235,6 +248,30 @@ pub fn reference_of(o: &Order) -> &ResourceRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundle_over_the_entry_bound_is_read_up_to_it_and_the_rest_reported() {
+        let entry = r#"{"resource": {"resourceType": "Patient", "id": "p"}}"#;
+        let text = format!(
+            r#"{{"resourceType": "Bundle", "entry": [{}]}}"#,
+            vec![entry; MAX_ENTRIES + 1].join(",")
+        );
+        let raw: &RawValue = serde_json::from_str(&text).unwrap();
+        assert!(lenient::parse_strict::<InPlace>(&text).is_err());
+        let Fetched::Resources {
+            resources,
+            unreadable,
+            ..
+        } = read_value(raw)
+        else {
+            panic!("a Bundle");
+        };
+        assert_eq!(resources.len(), MAX_ENTRIES);
+        assert_eq!(
+            unreadable,
+            [format!("Bundle entries after the first {MAX_ENTRIES}")]
+        );
+    }
 
     #[test]
     fn the_one_pass_reading_of_a_value_gives_what_the_two_readings_give() {
@@ -256,14 +293,35 @@ mod tests {
             r#"{"resourceType": "Patient", "link": 1, "link": 2}"#,
             r#"{"resourceType": "Bundle", "entr\u0079": [{"resource": {"resourceType": "Patient"}}]}"#,
             r#"{"resourceType": "Bundle", "entry": null, "link": "x"}"#,
+            r#"{"resourceType": "Bundle", "entry": [{"fullUrl": "urn:uuid:a", "resource":
+                {"resourceType": "Medication", "id": "m"}}, {"resource": null}, {"fullUrl": "x"}],
+                "link": [{"relation": "self", "url": "s"}, {"relation": "next", "url": "n"}]}"#,
+            r#"{"resourceType": "Bundle", "entry": {"fullUrl": "u", "resource":
+                {"resourceType": "Patient", "id": "p"}}}"#,
+            r#"{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient",
+                "birthDate": 1950}}, {"resource": {"resourceType": "Patient", "id": "ok"}}]}"#,
+            r#"{"resourceType": "Bundle", "entry": [{"fullUrl": 5, "resource":
+                {"resourceType": "Patient"}}]}"#,
+            r#"{"resourceType": "Bundle", "entry": [{"resource": []}, {"resource": "x"}]}"#,
+            r#"{"resourceType": "Patient", "id": "p", "link": [{"other": {"reference": "Patient/q"},
+                "type": "seealso"}], "birthDate": "1950-02-03"}"#,
+            r#"{"resourceType": "Observation", "status": "final", "code": {"coding":
+                {"system": "http://loinc.org", "code": "72166-2"}}, "valueQuantity": {"value": "x"}}"#,
+            r#"{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Cond\u0069tion",
+                "id": "\u00e9"}}]}"#,
         ];
         for text in cases {
             let raw: &RawValue = serde_json::from_str(text).unwrap();
+            let reference = format!("{:?}", read_value_in_two(raw));
+            assert_eq!(format!("{:?}", read_value(raw)), reference, "{text}");
             assert_eq!(
-                format!("{:?}", read_value(raw)),
-                format!("{:?}", read_value_in_two(raw)),
+                format!("{:?}", read_value_by_parts(raw)),
+                reference,
                 "{text}"
             );
+            if let Ok(InPlace(fetched)) = lenient::parse_strict::<InPlace>(text) {
+                assert_eq!(format!("{fetched:?}"), reference, "{text}");
+            }
         }
     }
 }

@@ -51,6 +51,7 @@ pub struct Violation {
 /// Evaluates one input and checks the promises.
 pub fn check(engine: &Engine, service: &str, input: &[u8]) -> Result<(), String> {
     let today = Date::new(2026, 12, 1).expect("a valid date");
+    same_reading(service, input)?;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         engine.evaluate(service, input, Lang::Fr, today)
     }));
@@ -74,6 +75,31 @@ pub fn check(engine: &Engine, service: &str, input: &[u8]) -> Result<(), String>
                 .map(|_| ())
                 .map_err(|e| format!("response not serialisable: {e}"))
         }
+    }
+}
+
+/// The one-pass reading of a request must give what the reading by parts gives, error or not.
+fn same_reading(service: &str, input: &[u8]) -> Result<(), String> {
+    let Some(service) = jakguard_cds::services::find(service) else {
+        return Ok(());
+    };
+    let read = catch_unwind(AssertUnwindSafe(|| {
+        (
+            format!("{:?}", jakguard_cds::request::parse(input, service)),
+            format!(
+                "{:?}",
+                jakguard_cds::request::parse_by_parts(input, service)
+            ),
+        )
+    }))
+    .map_err(|_| "panicked while reading".to_owned())?;
+    if read.0 == read.1 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the one-pass reading differs from the reading by parts:\n{}\n{}",
+            read.0, read.1
+        ))
     }
 }
 
