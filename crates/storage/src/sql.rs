@@ -100,7 +100,11 @@ impl Db {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(5))
-                    .foreign_keys(true);
+                    .foreign_keys(true)
+                    // Statement journals (which undo one statement within a transaction, and
+                    // play no part in crash recovery) in memory: a multi-row audit insert
+                    // otherwise spills its journal to a temporary file past 64 KiB.
+                    .pragma("temp_store", "memory");
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max_connections.clamp(1, SQLITE_MAX_CONNECTIONS))
                     .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -285,7 +289,9 @@ impl Db {
     /// before its card's audit record stops being flagged as unknown.
     ///
     /// A few multi-row statements per batch rather than a few per record: with SQLite every
-    /// statement is a round trip to the driver's worker thread.
+    /// statement is a round trip to the driver's worker thread. Their text varies with the
+    /// batch's size, so they are not kept in the connection's statement cache (they would
+    /// evict the fixed statements).
     pub(crate) async fn insert_audit(&self, batch: &[PendingAudit]) -> Result<(), sqlx::Error> {
         self.insert_audit_bounded(batch, MAX_BINDS).await
     }
@@ -321,7 +327,7 @@ impl Db {
                         .push_bind(a.cards.len() as i64);
                 });
                 q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-                for row in q.build().fetch_all(&mut *tx).await? {
+                for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
                     inserted.insert(row.try_get(0)?);
                 }
             }
@@ -343,7 +349,7 @@ impl Db {
                         .push_bind(&c.molecule)
                         .push_bind(audit::factors_json(&c.factors));
                 });
-                q.build().execute(&mut *tx).await?;
+                q.build().persistent(false).execute(&mut *tx).await?;
             }
             let mut uuids: Vec<&str> = cards.iter().map(|(_, c)| c.uuid.as_str()).collect();
             uuids.sort_unstable();
@@ -357,7 +363,7 @@ impl Db {
                     list.push_bind(*uuid);
                 }
                 q.push(")");
-                q.build().execute(&mut *tx).await?;
+                q.build().persistent(false).execute(&mut *tx).await?;
             }
             tx.commit().await
         })
