@@ -172,14 +172,15 @@ impl Engine {
             });
         }
         let record = read_record(p, fetched)?;
-        let selected: Vec<&jakguard_fhir::DraftOrder<'_>> =
+        let selected: Vec<&jakguard_fhir::DraftOrder> =
             p.selected.iter().map(|&i| &p.drafts[i]).collect();
         let orders: Vec<Order> = selected.iter().map(|d| d.order.clone()).collect();
         let assessments = jakguard_rules::evaluate(k, &record, &orders, today);
 
-        let raw_by_ref: HashMap<&str, &str> = selected
+        // Later drafts with the same reference win, as they always have.
+        let position_by_ref: HashMap<&str, usize> = selected
             .iter()
-            .map(|d| (d.order.reference.as_str(), d.raw.get()))
+            .map(|d| (d.order.reference.as_str(), d.position))
             .collect();
         let strength_by_ref: HashMap<&str, Option<f64>> = selected
             .iter()
@@ -190,7 +191,11 @@ impl Engine {
                 )
             })
             .collect();
-        let draft_raw = |r: &str| raw_by_ref.get(r).copied();
+        let draft_orders = p.req.draft_orders;
+        let draft_raw = |r: &str| {
+            let position = *position_by_ref.get(r)?;
+            jakguard_fhir::draft_order_text(draft_orders, position)
+        };
         let strength = |r: &str| strength_by_ref.get(r).copied().flatten();
         let ctx = cards::RenderContext {
             k,
@@ -226,7 +231,7 @@ pub enum KeyState {
 pub struct Prepared<'a> {
     service: &'static Service,
     req: HookRequest<'a>,
-    drafts: Vec<jakguard_fhir::DraftOrder<'a>>,
+    drafts: Vec<jakguard_fhir::DraftOrder>,
     selected: Vec<usize>,
     relevant: bool,
     keys: Vec<(&'static str, KeyState)>,

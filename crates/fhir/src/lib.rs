@@ -189,17 +189,54 @@ impl RecordBuilder {
     }
 }
 
-/// A draft order read from `context.draftOrders`, with its raw JSON.
+/// A draft order read from `context.draftOrders`.
 #[derive(Debug, Clone)]
-pub struct DraftOrder<'a> {
+pub struct DraftOrder {
     pub order: Order,
-    pub raw: &'a RawValue,
+    /// Which MedicationRequest of the Bundle it is (0 for the first), for [`draft_order_text`].
+    pub position: usize,
 }
 
 /// Reads the draft MedicationRequests of a `draftOrders` Bundle, resolving
 /// `medicationReference` against the Bundle's Medications and each order's `contained` ones.
 /// Other resource types (ServiceRequest...) are not drafts jakguard checks.
-pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static str> {
+///
+/// The Bundle is read in one strict pass when it is well formed, by parts otherwise (as
+/// [`read_value`] does); both give the same orders.
+pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder>, &'static str> {
+    let entries = match lenient::parse_strict::<resources::DraftBundle>(raw.get()) {
+        Ok(bundle) => bundle.into_entries()?,
+        Err(_) => draft_entries_by_parts(raw)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect(),
+    };
+    Ok(draft_orders(&entries))
+}
+
+/// [`read_draft_orders`] by parts only: the reference the one-pass reading is held to.
+pub fn read_draft_orders_by_parts(raw: &RawValue) -> Result<Vec<DraftOrder>, &'static str> {
+    let entries: Vec<Entry> = draft_entries_by_parts(raw)?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    Ok(draft_orders(&entries))
+}
+
+/// The raw JSON of the draft order at `position` (see [`DraftOrder::position`]), which update
+/// suggestions send back to the EHR with only the dose changed. Read again, by parts, only for
+/// the orders that get such a suggestion: carrying every entry's text through the one-pass
+/// reading would cost every call a second scan of its drafts.
+pub fn draft_order_text(raw: &RawValue, position: usize) -> Option<&str> {
+    draft_entries_by_parts(raw)
+        .ok()?
+        .into_iter()
+        .filter(|(e, _)| is_draft(e))
+        .nth(position)
+        .map(|(_, raw)| raw.get())
+}
+
+fn draft_entries_by_parts(raw: &RawValue) -> Result<Vec<(Entry<'_>, &RawValue)>, &'static str> {
     let bundle: Bundle = lenient::parse(raw.get()).map_err(|_| "draftOrders is not a Bundle")?;
     if bundle
         .resource_type
@@ -208,9 +245,16 @@ pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static
     {
         return Err("draftOrders is not a Bundle");
     }
-    let (entries, _, _) = bundle.into_entries_with_raw();
+    Ok(bundle.into_entries_with_raw().0)
+}
+
+fn is_draft(e: &Entry<'_>) -> bool {
+    e.resource.resource_type.as_deref() == Some("MedicationRequest")
+}
+
+fn draft_orders(entries: &[Entry<'_>]) -> Vec<DraftOrder> {
     let mut meds: HashMap<String, MedicationInfo> = HashMap::new();
-    for (e, _) in &entries {
+    for e in entries {
         if let Converted::Medication(id, info) = e.resource.convert() {
             meds.insert(format!("Medication/{id}"), info.clone());
             if let Some(url) = &e.full_url {
@@ -219,10 +263,7 @@ pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static
         }
     }
     let mut out = Vec::new();
-    for (e, raw) in &entries {
-        if e.resource.resource_type.as_deref() != Some("MedicationRequest") {
-            continue;
-        }
+    for (position, e) in entries.iter().filter(|e| is_draft(e)).enumerate() {
         if let Converted::MedicationUse(draft, reference) = e.resource.convert() {
             let resolved = reference.as_ref().and_then(|r| meds.get(r)).cloned();
             let dosages = e.resource.dosages();
@@ -233,11 +274,11 @@ pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder<'_>>, &'static
                     medication: use_.medication,
                     dosages,
                 },
-                raw,
+                position,
             });
         }
     }
-    Ok(out)
+    out
 }
 
 /// `Type/id` of a resource, for matching `context.selections`.

@@ -347,19 +347,8 @@ impl<'a> Top<'a, InPlaceEntries<'a>> {
             Some("Bundle") => Fetched::Resources {
                 resources: self
                     .entry
-                    .map(|e| e.0)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|e| {
-                        Some(Entry {
-                            full_url: e.full_url.and_then(|u| match u {
-                                Lenient::Ok(u) => Some(u),
-                                Lenient::Bad => None,
-                            }),
-                            resource: e.resource?,
-                        })
-                    })
-                    .collect(),
+                    .map(InPlaceEntries::into_entries)
+                    .unwrap_or_default(),
                 next: self.link.as_ref().and_then(next_link),
                 unreadable: vec![],
             },
@@ -373,6 +362,47 @@ impl<'a> Top<'a, InPlaceEntries<'a>> {
             },
             None => Fetched::Failed("no resourceType".into()),
         }
+    }
+}
+
+/// A `draftOrders` Bundle read in one strict pass (see [`InPlace`]): unlike a prefetch value it
+/// must be a Bundle, and one without `resourceType` is still read as one.
+pub(crate) struct DraftBundle<'a>(Top<'a, InPlaceEntries<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for DraftBundle<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct DraftVisitor;
+        impl<'de> serde::de::Visitor<'de> for DraftVisitor {
+            type Value = DraftBundle<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a Bundle")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<DraftBundle<'de>, A::Error> {
+                read_top(map).map(DraftBundle)
+            }
+        }
+        d.deserialize_map(DraftVisitor)
+    }
+}
+
+impl<'a> DraftBundle<'a> {
+    pub(crate) fn into_entries(self) -> Result<Vec<Entry<'a>>, &'static str> {
+        let top = self.0;
+        if top
+            .resource
+            .resource_type
+            .as_deref()
+            .is_some_and(|t| t != "Bundle")
+        {
+            return Err("draftOrders is not a Bundle");
+        }
+        Ok(top
+            .entry
+            .map(InPlaceEntries::into_entries)
+            .unwrap_or_default())
     }
 }
 
@@ -390,6 +420,24 @@ struct InPlaceEntry<'a> {
 /// reads them. More than [`MAX_ENTRIES`] fail the pass, so that the reading by parts bounds the
 /// work and says what it did not read.
 struct InPlaceEntries<'a>(Vec<InPlaceEntry<'a>>);
+
+impl<'a> InPlaceEntries<'a> {
+    /// The entries that have a resource, as [`Bundle::into_entries`] gives them.
+    fn into_entries(self) -> Vec<Entry<'a>> {
+        self.0
+            .into_iter()
+            .filter_map(|e| {
+                Some(Entry {
+                    full_url: e.full_url.and_then(|u| match u {
+                        Lenient::Ok(u) => Some(u),
+                        Lenient::Bad => None,
+                    }),
+                    resource: e.resource?,
+                })
+            })
+            .collect()
+    }
+}
 
 impl<'de> Deserialize<'de> for InPlaceEntries<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -78,18 +78,27 @@ pub fn check(engine: &Engine, service: &str, input: &[u8]) -> Result<(), String>
     }
 }
 
-/// The one-pass reading of a request must give what the reading by parts gives, error or not.
+/// The one-pass reading of a request (envelope, prefetch, draft orders) must give what the
+/// reading by parts gives, error or not.
 fn same_reading(service: &str, input: &[u8]) -> Result<(), String> {
     let Some(service) = jakguard_cds::services::find(service) else {
         return Ok(());
     };
     let read = catch_unwind(AssertUnwindSafe(|| {
-        (
-            format!("{:?}", jakguard_cds::request::parse(input, service)),
-            format!(
+        let one_pass = jakguard_cds::request::parse(input, service);
+        let by_parts = jakguard_cds::request::parse_by_parts(input, service);
+        // The draft orders too, each way (the reading by parts reads them by parts only).
+        let drafts = |r: &jakguard_cds::request::Reading<'_>, by_parts: bool| match r {
+            Ok((req, _)) if by_parts => format!(
                 "{:?}",
-                jakguard_cds::request::parse_by_parts(input, service)
+                jakguard_fhir::read_draft_orders_by_parts(req.draft_orders)
             ),
+            Ok((req, _)) => format!("{:?}", jakguard_fhir::read_draft_orders(req.draft_orders)),
+            Err(_) => String::new(),
+        };
+        (
+            format!("{one_pass:?} {}", drafts(&one_pass, false)),
+            format!("{by_parts:?} {}", drafts(&by_parts, true)),
         )
     }))
     .map_err(|_| "panicked while reading".to_owned())?;
