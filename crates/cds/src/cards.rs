@@ -146,11 +146,32 @@ fn uuid_for(ctx: &RenderContext<'_>, parts: &[&str]) -> String {
     uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
 }
 
+/// Replaces each `{name}` of a template by its value, in one pass. A value is never scanned for
+/// placeholders itself (an order id or a display from the EHR may contain braces); an unknown
+/// `{name}` stays as written.
 fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
-    let mut out = template.to_owned();
-    for (k, v) in pairs {
-        out = out.replace(&format!("{{{k}}}"), v);
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            let (_, v) = pairs.iter().find(|(k, _)| *k == name)?;
+            Some((v, close))
+        });
+        match value {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
     }
+    out.push_str(rest);
     out
 }
 
@@ -590,5 +611,34 @@ fn number(v: f64) -> Value {
         Value::from(v as i64)
     } else {
         Value::from(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill;
+
+    #[test]
+    fn fill_replaces_every_placeholder_once_and_never_inside_values() {
+        let pairs = [
+            ("molecule", "Tofacitinib"),
+            ("order", "MedicationRequest/{count}"),
+            ("count", "3"),
+        ];
+        let cases = [
+            ("{molecule}: {count} factor(s)", "Tofacitinib: 3 factor(s)"),
+            (
+                "{order} {order}",
+                "MedicationRequest/{count} MedicationRequest/{count}",
+            ),
+            ("{unknown} {", "{unknown} {"),
+            ("no placeholder", "no placeholder"),
+            ("{molecule", "{molecule"),
+            ("{}{count}}", "{}3}"),
+            ("é{molecule}è", "éTofacitinibè"),
+        ];
+        for (template, expected) in cases {
+            assert_eq!(fill(template, &pairs), expected, "{template}");
+        }
     }
 }
