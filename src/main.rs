@@ -7,6 +7,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+
+/// mimalloc instead of glibc's allocator: reading a request and rendering its cards make many
+/// small, short-lived allocations, and the profile of the running service (callgrind, the
+/// fixture requests) showed glibc's malloc and free at a fifth of its instructions; mimalloc
+/// cut the total by 13%.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use jakguard_knowledge::{Knowledge, Lang};
 use jakguard_server::{Application, Config};
@@ -110,7 +118,9 @@ fn init_tracing() {
     if std::io::stderr().is_terminal() {
         builder.init();
     } else {
-        builder.json().init();
+        // The current span (endpoint, hookInstance) is on every line; the list of spans would
+        // repeat it, at a cost per line of reading the span's fields back from JSON.
+        builder.json().with_span_list(false).init();
     }
 }
 
