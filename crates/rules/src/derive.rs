@@ -126,6 +126,13 @@ impl Profile {
                 .clinical_status
                 .as_deref()
                 .is_none_or(|s| ACTIVE.contains(&s));
+            // Normalised once per condition, not once per factor the condition is tried against.
+            let icd: Vec<Option<String>> = c
+                .code
+                .codings
+                .iter()
+                .map(|x| (x.system == CodeSystem::Icd10).then(|| normalize_icd10(&x.code)))
+                .collect();
             for def in &k.factors {
                 // A smoking state that is over (resolved, inactive, remission) is the history of
                 // a smoker: the restriction covers past smokers too.
@@ -135,7 +142,7 @@ impl Profile {
                     _ if def.kind == FactorKind::State && !active => continue,
                     code => code,
                 };
-                if let Some(matched) = matching_code(&def.conditions, &c.code) {
+                if let Some(matched) = matching_code(&def.conditions, &c.code, &icd) {
                     let what = describe(&c.code, matched);
                     self.add(
                         code,
@@ -148,7 +155,7 @@ impl Profile {
                     );
                 }
             }
-            if let Some(code) = matching_code(&k.skin_note, &c.code) {
+            if let Some(code) = matching_code(&k.skin_note, &c.code, &icd) {
                 let what = describe(&c.code, code);
                 self.skin_notes.push(Evidence {
                     reference: c.reference.clone(),
@@ -354,11 +361,17 @@ fn has_code(concept: &Concept, system: CodeSystem, pred: impl Fn(&str) -> bool) 
 }
 
 /// The first coding of `concept` that the matcher recognises.
-fn matching_code<'c>(m: &ConditionMatcher, concept: &'c Concept) -> Option<&'c str> {
-    concept.codings.iter().find_map(|c| {
-        let hit = match c.system {
-            CodeSystem::Icd10 => m.icd10.contains(&normalize_icd10(&c.code)),
-            CodeSystem::Snomed => m.snomed.contains(&c.code),
+/// The first coding of `concept` the matcher knows; `icd` holds each coding's normalised
+/// ICD-10 code (`None` for other systems).
+fn matching_code<'c>(
+    m: &ConditionMatcher,
+    concept: &'c Concept,
+    icd: &[Option<String>],
+) -> Option<&'c str> {
+    concept.codings.iter().zip(icd).find_map(|(c, icd)| {
+        let hit = match (c.system, icd) {
+            (CodeSystem::Icd10, Some(normalized)) => m.icd10.contains(normalized),
+            (CodeSystem::Snomed, _) => m.snomed.contains(&c.code),
             _ => false,
         };
         hit.then_some(c.code.as_str())
