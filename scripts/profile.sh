@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Instruction profile of the running service against its floor, with valgrind's callgrind,
+# which counts instructions rather than time: the totals repeat run after run whatever else a
+# shared machine is doing, which wall-clock numbers on 2 shared cores do not.
+#
+#   scripts/profile.sh              # 4 rounds of the 31 fixtures to each endpoint
+#   ROUNDS=1 SKIP_BUILD=1 scripts/profile.sh
+#
+# Builds the release binary with `bench-floor` (as scripts/load.sh does), starts it under
+# callgrind on 127.0.0.1 (a free port, SQLite storage in a temporary directory), posts every
+# fixture once to warm up, zeroes the counters, posts ROUNDS rounds over one keep-alive
+# connection, and dumps. Then the same for `POST /bench/floor/{id}`. Prints the total
+# instructions per call of each side and their ratio, and leaves both profiles for
+# `callgrind_annotate --inclusive=yes FILE` (the path is printed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS="${ROUNDS:-4}"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+BIN="${LOAD_BIN:-$TARGET_DIR/release/jakguard}"
+OUT="${OUT:-$(mktemp -d)}"
+
+if ! command -v valgrind >/dev/null 2>&1; then
+  echo "== installing valgrind (Debian package)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+  fi
+fi
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  echo "== cargo build --release --features bench-floor"
+  cargo build --release --features bench-floor --bin jakguard
+fi
+BIN="$(realpath "$BIN")"
+FIXTURES="$(realpath fixtures/requests)"
+
+# Posts every fixture ROUNDS times to PREFIX + "jakguard-" + hook, one connection; prints calls.
+drive() {
+  python3 - "$1" "$2" "$3" "$FIXTURES" <<'PY'
+import glob, http.client, re, sys
+port, prefix, rounds, fixtures = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+bodies = []
+for f in sorted(glob.glob(fixtures + "/*.json")):
+    b = open(f, "rb").read()
+    hook = re.search(rb'"hook"\s*:\s*"([^"]+)"', b).group(1).decode()
+    bodies.append((prefix + "jakguard-" + hook, b))
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+n = 0
+for _ in range(rounds):
+    for path, b in bodies:
+        c.request("POST", path, body=b, headers={"Content-Type": "application/json", "Accept-Language": "en"})
+        r = c.getresponse()
+        r.read()
+        if r.status >= 500:
+            sys.exit(f"{path}: {r.status}")
+        n += 1
+print(n)
+PY
+}
+
+# profile NAME PREFIX -> prints "NAME calls instructions"
+profile() {
+  local name="$1" prefix="$2" port work pid calls
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  work="$(mktemp -d)"
+  (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.out" \
+    "$BIN" serve --bind "127.0.0.1:$port") >"$work/log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.2
+  done
+  drive "$port" "$prefix" 1 >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  calls="$(drive "$port" "$prefix" "$ROUNDS")"
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill -INT "$pid"
+  wait "$pid" || true
+  rm -rf "$work"
+  echo "$name $calls $(awk '/^summary:/ {print $2}' "$OUT/$name.out.1")"
+}
+
+echo "== callgrind, $ROUNDS rounds of the fixtures per side (slow: valgrind runs the code ~50x slower)"
+read -r _ jc ji < <(profile jakguard /cds-services/)
+read -r _ fc fi < <(profile floor /bench/floor/)
+awk -v jc="$jc" -v ji="$ji" -v fc="$fc" -v fi="$fi" -v out="$OUT" 'BEGIN {
+  printf "\n%-10s %8s %16s %14s\n", "", "calls", "instructions", "per call"
+  printf "%-10s %8d %16d %14.0f\n", "floor", fc, fi, fi / fc
+  printf "%-10s %8d %16d %14.0f\n", "jakguard", jc, ji, ji / jc
+  printf "\nratio to the floor: %.2f\nprofiles: %s/jakguard.out.1 %s/floor.out.1\n", (ji / jc) / (fi / fc), out, out
+}'
