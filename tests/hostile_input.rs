@@ -83,3 +83,143 @@ fn a_client_that_trickles_its_body_is_cut_off_with_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(15));
 }
+
+/// The sandbox request with its one draft replaced by `resource_text` (raw JSON, so that it can
+/// hold what a `Value` cannot, such as a repeated key), sent to `service`.
+fn with_draft_text(service: &str, resource_text: &str) -> String {
+    let mut v = sandbox();
+    v["context"]["draftOrders"]["entry"][0]["resource"] = json!("__DRAFT__");
+    if service == "jakguard-order-sign" {
+        v["hook"] = json!("order-sign");
+        v["context"].as_object_mut().unwrap().remove("selections");
+    }
+    v.to_string().replace("\"__DRAFT__\"", resource_text)
+}
+
+/// A draft whose resource cannot be read may be the JAK inhibitor being signed: it gets a card
+/// saying it could not be checked, never silence. One that says it is another resource type
+/// (a ServiceRequest) is not a draft jakguard checks.
+#[tokio::test]
+async fn a_draft_order_that_cannot_be_read_gets_a_card_not_silence() {
+    let app = spawn_app();
+    let draft = sandbox()["context"]["draftOrders"]["entry"][0]["resource"].to_string();
+    let repeated = draft.replacen('{', r#"{"status": "draft", "#, 1);
+    let cases: [(&str, &str, String, Option<&str>); 5] = [
+        (
+            "a repeated element",
+            "jakguard-order-sign",
+            repeated.clone(),
+            Some("MedicationRequest/request-123"),
+        ),
+        (
+            "a repeated element, selected",
+            "jakguard-order-select",
+            repeated,
+            Some("MedicationRequest/request-123"),
+        ),
+        (
+            "a repeated resourceType",
+            "jakguard-order-sign",
+            draft.replacen('{', r#"{"resourceType": "MedicationRequest", "#, 1),
+            Some("MedicationRequest/(no id)"),
+        ),
+        (
+            "not an object",
+            "jakguard-order-sign",
+            "5".into(),
+            Some("MedicationRequest/(no id)"),
+        ),
+        (
+            "a ServiceRequest with a repeated element",
+            "jakguard-order-sign",
+            r#"{"resourceType": "ServiceRequest", "id": "s1", "status": "draft", "status": "draft"}"#
+                .into(),
+            None,
+        ),
+    ];
+    for (name, service, text, expected) in cases {
+        let resp = app
+            .post_json(
+                &format!("/cds-services/{service}"),
+                with_draft_text(service, &text),
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "{name}");
+        let body: Value = resp.json().await.unwrap();
+        let cards = body["cards"].as_array().unwrap();
+        match expected {
+            Some(order) => {
+                let card = cards
+                    .iter()
+                    .find(|c| c["extension"]["jakguard"]["order"] == order)
+                    .unwrap_or_else(|| panic!("{name}: no card for {order}: {body}"));
+                assert_eq!(card["source"]["topic"]["code"], "missing-data", "{name}");
+            }
+            None => assert!(cards.is_empty(), "{name}: {body}"),
+        }
+    }
+}
+
+/// Work per call stays bounded by the body, whatever it repeats: many selections naming a
+/// non-medication draft cost one reading of draftOrders (each used to cost a new one), and
+/// many dose suggestions one reading of their drafts' text (each used to cost one). The time
+/// bounds are a hundredfold margin over this code in a debug build; they guard the
+/// complexity, not the speed.
+#[tokio::test]
+async fn repeated_selections_and_dose_suggestions_cost_one_reading_of_the_drafts() {
+    let app = spawn_app();
+    let filler: Vec<Value> = (0..3000)
+        .map(|i| {
+            json!({"resource": {"resourceType": "ServiceRequest", "id": format!("s{i}"),
+                "code": {"text": "x".repeat(150)}}})
+        })
+        .collect();
+
+    let mut v = sandbox();
+    let entries = v["context"]["draftOrders"]["entry"].as_array_mut().unwrap();
+    entries.extend(filler.iter().cloned());
+    let mut selections = vec![json!("MedicationRequest/request-123")];
+    selections.extend(std::iter::repeat_n(json!("ServiceRequest/s1"), 1000));
+    v["context"]["selections"] = Value::Array(selections);
+    let started = Instant::now();
+    let resp = app
+        .post_json("/cds-services/jakguard-order-select", v.to_string())
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(5), "selections");
+
+    // Tofacitinib 10 mg twice daily: each draft gets a dose update suggestion.
+    let mut v: Value =
+        serde_json::from_slice(&fixture("07-current-smoker-tofacitinib-10mg-bid.json")).unwrap();
+    let draft = v["context"]["draftOrders"]["entry"][0].clone();
+    let mut entries: Vec<Value> = (0..jakguard_cds::MAX_DRAFT_ORDERS)
+        .map(|i| {
+            let mut e = draft.clone();
+            e["resource"]["id"] = json!(format!("d{i}"));
+            e
+        })
+        .collect();
+    entries.extend(filler);
+    v["context"]["draftOrders"]["entry"] = Value::Array(entries);
+    let started = Instant::now();
+    let resp = app
+        .post_json("/cds-services/jakguard-order-sign", v.to_string())
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let updates = body["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c.to_string().contains("\"type\":\"update\""))
+        .count();
+    assert_eq!(
+        updates,
+        jakguard_cds::MAX_DRAFT_ORDERS,
+        "a dose update per draft"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "dose suggestions"
+    );
+}

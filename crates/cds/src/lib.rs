@@ -85,17 +85,23 @@ impl Engine {
 
         let selected: Vec<usize> = match (&req.hook, &req.selections) {
             (Hook::OrderSelect, Some(selections)) => {
+                // Indexes built once: a request may carry many selections, and each must cost
+                // a lookup, not a scan of the drafts (let alone a new reading of draftOrders).
+                let mut by_ref: HashMap<&str, usize> = HashMap::new();
+                for (i, d) in drafts.iter().enumerate() {
+                    by_ref.entry(d.order.reference.as_str()).or_insert(i);
+                }
+                let mut entries: Option<std::collections::HashSet<String>> = None;
                 let mut out = Vec::new();
                 for s in selections {
-                    match drafts
-                        .iter()
-                        .position(|d| d.order.reference.as_str() == s.as_ref())
-                    {
-                        Some(i) => out.push(i),
+                    match by_ref.get(s.as_ref()) {
+                        Some(&i) => out.push(i),
                         None => {
                             // A selection may name a non-medication draft (ServiceRequest...): only
                             // a selection that names nothing in draftOrders is an error.
-                            if !names_any_entry(req.draft_orders.get(), s) {
+                            let entries = entries
+                                .get_or_insert_with(|| entry_references(req.draft_orders.get()));
+                            if !entries.contains(s.as_ref()) {
                                 return Err(CdsError::BadRequest(format!(
                                     "context.selections names `{s}`, which is not in context.draftOrders"
                                 )));
@@ -180,8 +186,18 @@ impl Engine {
         // Later drafts with the same reference win, as they always have.
         let position_by_ref: HashMap<&str, usize> = selected
             .iter()
-            .map(|d| (d.order.reference.as_str(), d.position))
+            .filter_map(|d| Some((d.order.reference.as_str(), d.position?)))
             .collect();
+        let draft_orders = p.req.draft_orders;
+        // Read once, and only if a card sends a draft back (a dose update suggestion).
+        let draft_texts: std::cell::OnceCell<Vec<&str>> = std::cell::OnceCell::new();
+        let draft_raw = |r: &str| {
+            let position = *position_by_ref.get(r)?;
+            draft_texts
+                .get_or_init(|| jakguard_fhir::draft_order_texts(draft_orders))
+                .get(position)
+                .copied()
+        };
         let strength_by_ref: HashMap<&str, Option<f64>> = selected
             .iter()
             .map(|d| {
@@ -191,11 +207,6 @@ impl Engine {
                 )
             })
             .collect();
-        let draft_orders = p.req.draft_orders;
-        let draft_raw = |r: &str| {
-            let position = *position_by_ref.get(r)?;
-            jakguard_fhir::draft_order_text(draft_orders, position)
-        };
         let strength = |r: &str| strength_by_ref.get(r).copied().flatten();
         let ctx = cards::RenderContext {
             k,
@@ -449,8 +460,8 @@ fn read_record(
     Ok(builder.finish())
 }
 
-/// Whether a `Type/id` names any entry of the draftOrders Bundle (of any resource type).
-fn names_any_entry(bundle: &str, reference: &str) -> bool {
+/// The `Type/id` of every entry of the draftOrders Bundle (of any resource type).
+fn entry_references(bundle: &str) -> std::collections::HashSet<String> {
     #[derive(serde::Deserialize)]
     struct Head<'a> {
         #[serde(rename = "resourceType", borrow)]
@@ -469,10 +480,14 @@ fn names_any_entry(bundle: &str, reference: &str) -> bool {
         entry: jakguard_fhir::lenient::Many<E<'a>>,
     }
     let Ok(b) = serde_json::from_str::<B>(bundle) else {
-        return false;
+        return Default::default();
     };
-    let found = b.entry.iter().filter_map(|e| e.resource.as_ref()?.ok()).any(|h| {
-        matches!((&h.resource_type, &h.id), (Some(t), Some(i)) if format!("{t}/{i}") == reference)
-    });
-    found
+    b.entry
+        .iter()
+        .filter_map(|e| e.resource.as_ref()?.ok())
+        .filter_map(|h| match (&h.resource_type, &h.id) {
+            (Some(t), Some(i)) => Some(format!("{t}/{i}")),
+            _ => None,
+        })
+        .collect()
 }

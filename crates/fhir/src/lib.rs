@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 pub use resources::{Bundle, InPlace, RawResource, MAX_ENTRIES};
 
-use resources::Converted;
+use resources::{Converted, DraftEntry};
 
 /// What a prefetch value (or a FHIR server's answer) turned out to be.
 #[derive(Debug)]
@@ -193,50 +193,52 @@ impl RecordBuilder {
 #[derive(Debug, Clone)]
 pub struct DraftOrder {
     pub order: Order,
-    /// Which MedicationRequest of the Bundle it is (0 for the first), for [`draft_order_text`].
-    pub position: usize,
+    /// Which readable MedicationRequest of the Bundle it is (0 for the first), for
+    /// [`draft_order_texts`]; `None` for a draft that could not be read (its medication is
+    /// marked unreadable, and the rules say it could not be checked).
+    pub position: Option<usize>,
 }
 
 /// Reads the draft MedicationRequests of a `draftOrders` Bundle, resolving
 /// `medicationReference` against the Bundle's Medications and each order's `contained` ones.
-/// Other resource types (ServiceRequest...) are not drafts jakguard checks.
+/// Other resource types (ServiceRequest...) are not drafts jakguard checks. A draft that cannot
+/// be read is kept, with its medication marked unreadable, unless it says it is another type.
 ///
 /// The Bundle is read in one strict pass when it is well formed, by parts otherwise (as
 /// [`read_value`] does); both give the same orders.
 pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder>, &'static str> {
     let entries = match lenient::parse_strict::<resources::DraftBundle>(raw.get()) {
-        Ok(bundle) => bundle.into_entries()?,
-        Err(_) => draft_entries_by_parts(raw)?
+        Ok(bundle) => bundle
+            .into_entries()?
             .into_iter()
-            .map(|(e, _)| e)
+            .map(|e| DraftEntry::Read(e, None))
             .collect(),
+        Err(_) => draft_entries_by_parts(raw)?,
     };
     Ok(draft_orders(&entries))
 }
 
 /// [`read_draft_orders`] by parts only: the reference the one-pass reading is held to.
 pub fn read_draft_orders_by_parts(raw: &RawValue) -> Result<Vec<DraftOrder>, &'static str> {
-    let entries: Vec<Entry> = draft_entries_by_parts(raw)?
-        .into_iter()
-        .map(|(e, _)| e)
-        .collect();
-    Ok(draft_orders(&entries))
+    Ok(draft_orders(&draft_entries_by_parts(raw)?))
 }
 
-/// The raw JSON of the draft order at `position` (see [`DraftOrder::position`]), which update
-/// suggestions send back to the EHR with only the dose changed. Read again, by parts, only for
-/// the orders that get such a suggestion: carrying every entry's text through the one-pass
-/// reading would cost every call a second scan of its drafts.
-pub fn draft_order_text(raw: &RawValue, position: usize) -> Option<&str> {
+/// The raw JSON of each readable draft MedicationRequest, by [`DraftOrder::position`]: update
+/// suggestions send it back to the EHR with only the dose changed. Read again, by parts, only
+/// for a call that renders such a suggestion (once per call, however many): carrying every
+/// entry's text through the one-pass reading would cost every call a second scan of its drafts.
+pub fn draft_order_texts(raw: &RawValue) -> Vec<&str> {
     draft_entries_by_parts(raw)
-        .ok()?
+        .unwrap_or_default()
         .into_iter()
-        .filter(|(e, _)| is_draft(e))
-        .nth(position)
-        .map(|(_, raw)| raw.get())
+        .filter_map(|e| match e {
+            DraftEntry::Read(e, Some(raw)) if is_draft(&e) => Some(raw.get()),
+            _ => None,
+        })
+        .collect()
 }
 
-fn draft_entries_by_parts(raw: &RawValue) -> Result<Vec<(Entry<'_>, &RawValue)>, &'static str> {
+fn draft_entries_by_parts(raw: &RawValue) -> Result<Vec<DraftEntry<'_>>, &'static str> {
     let bundle: Bundle = lenient::parse(raw.get()).map_err(|_| "draftOrders is not a Bundle")?;
     if bundle
         .resource_type
@@ -245,16 +247,17 @@ fn draft_entries_by_parts(raw: &RawValue) -> Result<Vec<(Entry<'_>, &RawValue)>,
     {
         return Err("draftOrders is not a Bundle");
     }
-    Ok(bundle.into_entries_with_raw().0)
+    bundle.into_draft_entries()
 }
 
 fn is_draft(e: &Entry<'_>) -> bool {
     e.resource.resource_type.as_deref() == Some("MedicationRequest")
 }
 
-fn draft_orders(entries: &[Entry<'_>]) -> Vec<DraftOrder> {
+fn draft_orders(entries: &[DraftEntry<'_>]) -> Vec<DraftOrder> {
     let mut meds: HashMap<String, MedicationInfo> = HashMap::new();
     for e in entries {
+        let DraftEntry::Read(e, _) = e else { continue };
         if let Converted::Medication(id, info) = e.resource.convert() {
             meds.insert(format!("Medication/{id}"), info.clone());
             if let Some(url) = &e.full_url {
@@ -263,19 +266,37 @@ fn draft_orders(entries: &[Entry<'_>]) -> Vec<DraftOrder> {
         }
     }
     let mut out = Vec::new();
-    for (position, e) in entries.iter().filter(|e| is_draft(e)).enumerate() {
-        if let Converted::MedicationUse(draft, reference) = e.resource.convert() {
-            let resolved = reference.as_ref().and_then(|r| meds.get(r)).cloned();
-            let dosages = e.resource.dosages();
-            let use_ = draft.finish(resolved);
-            out.push(DraftOrder {
+    let mut position = 0;
+    for e in entries {
+        match e {
+            DraftEntry::Read(e, _) if is_draft(e) => {
+                if let Converted::MedicationUse(draft, reference) = e.resource.convert() {
+                    let resolved = reference.as_ref().and_then(|r| meds.get(r)).cloned();
+                    let dosages = e.resource.dosages();
+                    let use_ = draft.finish(resolved);
+                    out.push(DraftOrder {
+                        order: Order {
+                            reference: use_.reference,
+                            medication: use_.medication,
+                            dosages,
+                        },
+                        position: Some(position),
+                    });
+                }
+                position += 1;
+            }
+            DraftEntry::Read(..) => {}
+            DraftEntry::Unreadable(reference) => out.push(DraftOrder {
                 order: Order {
-                    reference: use_.reference,
-                    medication: use_.medication,
-                    dosages,
+                    reference: reference.clone(),
+                    medication: MedicationInfo {
+                        unreadable: true,
+                        ..MedicationInfo::default()
+                    },
+                    dosages: vec![],
                 },
-                position,
-            });
+                position: None,
+            }),
         }
     }
     out

@@ -227,6 +227,71 @@ impl<'a> Bundle<'a> {
     }
 }
 
+/// An entry of `draftOrders` read by parts: its resource, or, when the resource cannot be read
+/// and may be a MedicationRequest, the order it names. A draft order must never vanish
+/// silently: it may be the JAK inhibitor the prescriber is signing.
+// Nearly every entry is `Read`: boxing it would add an allocation per entry for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum DraftEntry<'a> {
+    /// A resource, with its raw text when it was read by parts.
+    Read(Entry<'a>, Option<&'a RawValue>),
+    Unreadable(ResourceRef),
+}
+
+impl<'a> Bundle<'a> {
+    /// The entries of a `draftOrders` Bundle; more than [`MAX_ENTRIES`] is refused (no order
+    /// entry session holds that many, and none may be dropped unread).
+    pub(crate) fn into_draft_entries(self) -> Result<Vec<DraftEntry<'a>>, &'static str> {
+        if self.entry.0.len() > MAX_ENTRIES {
+            return Err("draftOrders has more entries than are evaluated in one call");
+        }
+        let mut out = Vec::new();
+        for e in self.entry.iter() {
+            let Some(raw) = e.resource else { continue };
+            match crate::lenient::parse::<RawResource>(raw.get()) {
+                Ok(resource) => out.push(DraftEntry::Read(
+                    Entry {
+                        full_url: e.full_url.as_ref().and_then(|u| u.ok().cloned()),
+                        resource,
+                    },
+                    Some(raw),
+                )),
+                Err(_) => {
+                    if let Some(reference) = unreadable_draft(raw) {
+                        out.push(DraftEntry::Unreadable(reference));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The order an unreadable draft names, unless it says it is another resource type.
+fn unreadable_draft(raw: &RawValue) -> Option<ResourceRef> {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "resourceType", borrow)]
+        resource_type: Option<Lenient<Str<'a>>>,
+        #[serde(borrow)]
+        id: Option<Lenient<Str<'a>>>,
+    }
+    let head: Option<Head> = serde_json::from_str(raw.get()).ok();
+    let kind = head
+        .as_ref()
+        .and_then(|h| h.resource_type.as_ref()?.ok().map(|t| t.as_ref()));
+    match kind {
+        // Another resource type (ServiceRequest...) is not a draft jakguard checks.
+        Some(t) if t != "MedicationRequest" => None,
+        _ => {
+            let id = head
+                .as_ref()
+                .and_then(|h| h.id.as_ref()?.ok().map(|i| i.as_ref()));
+            Some(ResourceRef::new("MedicationRequest", id))
+        }
+    }
+}
+
 /// Entries with their raw resource text, the next-page link, and what could not be read.
 pub(crate) type EntriesWithRaw<'a> = (Vec<(Entry<'a>, &'a RawValue)>, Option<String>, Vec<String>);
 
