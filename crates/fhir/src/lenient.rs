@@ -9,7 +9,7 @@
 //! five wrappers is scanned six times. [`parse`] therefore reads a value in one strict pass
 //! first (each wrapper deserialises its `T` in place, as a plain `T` or `Vec<T>` would) and only
 //! when that pass fails reads it again element by element. A well-formed value gives exactly
-//! what the lenient pass would have given (every wrapper `Ok`, the same borrowed strings); a
+//! what the lenient pass would have given (every wrapper `Ok`, the same strings); a
 //! malformed one costs both passes and gives the lenient result. The profile of
 //! `evaluate/typical` showed 85% of the instructions in these repeated scans.
 
@@ -41,7 +41,7 @@ impl Drop for StrictPass {
     }
 }
 
-fn strict() -> bool {
+pub(crate) fn strict() -> bool {
     STRICT.with(Cell::get)
 }
 

@@ -312,6 +312,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_one_pass_reading_is_refused_outside_the_strict_pass() {
+        let text = r#"{"resourceType": "Patient", "birthDate": 1950}"#;
+        assert!(serde_json::from_str::<InPlace>(text).is_err());
+        assert!(lenient::parse_strict::<InPlace>(text).is_err());
+        let ok = r#"{"resourceType": "Patient", "birthDate": "1950"}"#;
+        assert!(serde_json::from_str::<InPlace>(ok).is_err());
+        assert!(lenient::parse_strict::<InPlace>(ok).is_ok());
+    }
+
+    #[test]
     fn a_bundle_over_the_entry_bound_is_read_up_to_it_and_the_rest_reported() {
         let entry = r#"{"resource": {"resourceType": "Patient", "id": "p"}}"#;
         let text = format!(

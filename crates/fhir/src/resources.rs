@@ -13,7 +13,58 @@ use serde_json::value::RawValue;
 use crate::lenient::{Lenient, Many};
 use crate::{Entry, Fetched};
 
-type Str<'a> = Cow<'a, str>;
+/// A string of the body: borrowed when it has no escapes, owned otherwise. serde's `borrow`
+/// attribute borrows a `Cow` only when it is a field's whole type, not inside `Option` or
+/// `Lenient`, where every string was allocated (a few hundred allocations per call).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Str<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Str<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Str<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+        impl<'de> serde::de::Visitor<'de> for StrVisitor {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(StrVisitor)
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RCoding<'a> {
@@ -215,7 +266,10 @@ impl<'a> Bundle<'a> {
             match crate::lenient::parse::<RawResource>(raw.get()) {
                 Ok(resource) => resources.push((
                     Entry {
-                        full_url: e.full_url.as_ref().and_then(|u| u.ok().cloned()),
+                        full_url: e
+                            .full_url
+                            .as_ref()
+                            .and_then(|u| u.ok().map(|u| u.0.clone())),
                         resource,
                     },
                     raw,
@@ -251,7 +305,10 @@ impl<'a> Bundle<'a> {
             match crate::lenient::parse::<RawResource>(raw.get()) {
                 Ok(resource) => out.push(DraftEntry::Read(
                     Entry {
-                        full_url: e.full_url.as_ref().and_then(|u| u.ok().cloned()),
+                        full_url: e
+                            .full_url
+                            .as_ref()
+                            .and_then(|u| u.ok().map(|u| u.0.clone())),
                         resource,
                     },
                     Some(raw),
@@ -381,6 +438,13 @@ pub struct InPlace<'a>(pub Fetched<'a>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for InPlace<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Outside the strict pass its wrappers would quietly read leniently and report nothing
+        // unreadable: refuse, so that a misuse falls back to the reading by parts.
+        if !crate::lenient::strict() {
+            return Err(serde::de::Error::custom(
+                "InPlace is read only inside lenient::parse_strict",
+            ));
+        }
         struct InPlaceVisitor;
         impl<'de> serde::de::Visitor<'de> for InPlaceVisitor {
             type Value = InPlace<'de>;
@@ -494,7 +558,7 @@ impl<'a> InPlaceEntries<'a> {
             .filter_map(|e| {
                 Some(Entry {
                     full_url: e.full_url.and_then(|u| match u {
-                        Lenient::Ok(u) => Some(u),
+                        Lenient::Ok(u) => Some(u.0),
                         Lenient::Bad => None,
                     }),
                     resource: e.resource?,
