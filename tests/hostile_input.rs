@@ -104,7 +104,7 @@ async fn a_draft_order_that_cannot_be_read_gets_a_card_not_silence() {
     let app = spawn_app();
     let draft = sandbox()["context"]["draftOrders"]["entry"][0]["resource"].to_string();
     let repeated = draft.replacen('{', r#"{"status": "draft", "#, 1);
-    let cases: [(&str, &str, String, Option<&str>); 5] = [
+    let cases: [(&str, &str, String, Option<&str>); 6] = [
         (
             "a repeated element",
             "jakguard-order-sign",
@@ -127,6 +127,12 @@ async fn a_draft_order_that_cannot_be_read_gets_a_card_not_silence() {
             "not an object",
             "jakguard-order-sign",
             "5".into(),
+            Some("MedicationRequest/(no id)"),
+        ),
+        (
+            "an entry with a repeated resource",
+            "jakguard-order-sign",
+            format!("{draft}, \"resource\": {draft}"),
             Some("MedicationRequest/(no id)"),
         ),
         (

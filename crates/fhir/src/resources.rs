@@ -300,7 +300,17 @@ impl<'a> Bundle<'a> {
             return Err("draftOrders has more entries than are evaluated in one call");
         }
         let mut out = Vec::new();
-        for e in self.entry.iter() {
+        for e in &self.entry.0 {
+            let Lenient::Ok(e) = e else {
+                // An entry that is not even an entry (a string, a repeated `resource`...) cannot
+                // say what it orders: it may be the JAK inhibitor, so it is an order that could
+                // not be read.
+                out.push(DraftEntry::Unreadable(ResourceRef::new(
+                    "MedicationRequest",
+                    None,
+                )));
+                continue;
+            };
             let Some(raw) = e.resource else { continue };
             match crate::lenient::parse::<RawResource>(raw.get()) {
                 Ok(resource) => out.push(DraftEntry::Read(
