@@ -99,8 +99,9 @@ impl Engine {
                         None => {
                             // A selection may name a non-medication draft (ServiceRequest...): only
                             // a selection that names nothing in draftOrders is an error.
-                            let entries = entries
-                                .get_or_insert_with(|| entry_references(req.draft_orders.get()));
+                            let entries = entries.get_or_insert_with(|| {
+                                jakguard_fhir::draft_entry_references(req.draft_orders)
+                            });
                             if !entries.contains(s.as_ref()) {
                                 return Err(CdsError::BadRequest(format!(
                                     "context.selections names `{s}`, which is not in context.draftOrders"
@@ -458,36 +459,4 @@ fn read_record(
         builder.gap(DataGap::MissingKey(key));
     }
     Ok(builder.finish())
-}
-
-/// The `Type/id` of every entry of the draftOrders Bundle (of any resource type).
-fn entry_references(bundle: &str) -> std::collections::HashSet<String> {
-    #[derive(serde::Deserialize)]
-    struct Head<'a> {
-        #[serde(rename = "resourceType", borrow)]
-        resource_type: Option<std::borrow::Cow<'a, str>>,
-        #[serde(borrow)]
-        id: Option<std::borrow::Cow<'a, str>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct E<'a> {
-        #[serde(borrow)]
-        resource: Option<jakguard_fhir::lenient::Lenient<Head<'a>>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct B<'a> {
-        #[serde(borrow, default)]
-        entry: jakguard_fhir::lenient::Many<E<'a>>,
-    }
-    let Ok(b) = serde_json::from_str::<B>(bundle) else {
-        return Default::default();
-    };
-    b.entry
-        .iter()
-        .filter_map(|e| e.resource.as_ref()?.ok())
-        .filter_map(|h| match (&h.resource_type, &h.id) {
-            (Some(t), Some(i)) => Some(format!("{t}/{i}")),
-            _ => None,
-        })
-        .collect()
 }

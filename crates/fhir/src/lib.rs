@@ -13,7 +13,7 @@ pub mod lenient;
 mod resources;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use jakguard_rules::{DataGap, MedicationInfo, Order, Record, ResourceRef};
 use serde_json::value::RawValue;
@@ -209,7 +209,7 @@ pub struct DraftOrder {
 pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder>, &'static str> {
     let entries = match lenient::parse_strict::<resources::DraftBundle>(raw.get()) {
         Ok(bundle) => bundle
-            .into_entries()?
+            .into_draft_entries()?
             .into_iter()
             .map(|e| DraftEntry::Read(e, None))
             .collect(),
@@ -238,6 +238,19 @@ pub fn draft_order_texts(raw: &RawValue) -> Vec<&str> {
         .collect()
 }
 
+/// The `Type/id` of every entry of a `draftOrders` Bundle, of any resource type (a selection
+/// may name a ServiceRequest); empty when it is no Bundle.
+pub fn draft_entry_references(raw: &RawValue) -> HashSet<String> {
+    let Ok(bundle) = lenient::parse::<Bundle>(raw.get()) else {
+        return HashSet::new();
+    };
+    bundle
+        .resources()
+        .filter_map(resources::Head::read)
+        .filter_map(|h| Some(format!("{}/{}", h.kind()?, h.id()?)))
+        .collect()
+}
+
 fn draft_entries_by_parts(raw: &RawValue) -> Result<Vec<DraftEntry<'_>>, &'static str> {
     let bundle: Bundle = lenient::parse(raw.get()).map_err(|_| "draftOrders is not a Bundle")?;
     if bundle
@@ -258,6 +271,10 @@ fn draft_orders(entries: &[DraftEntry<'_>]) -> Vec<DraftOrder> {
     let mut meds: HashMap<String, MedicationInfo> = HashMap::new();
     for e in entries {
         let DraftEntry::Read(e, _) = e else { continue };
+        // Only Medications here: converting every order twice was work for nothing.
+        if e.resource.resource_type.as_deref() != Some("Medication") {
+            continue;
+        }
         if let Converted::Medication(id, info) = e.resource.convert() {
             meds.insert(format!("Medication/{id}"), info.clone());
             if let Some(url) = &e.full_url {

@@ -293,6 +293,11 @@ pub(crate) enum DraftEntry<'a> {
 }
 
 impl<'a> Bundle<'a> {
+    /// The raw resource of every readable entry.
+    pub(crate) fn resources(&self) -> impl Iterator<Item = &'a RawValue> + '_ {
+        self.entry.iter().filter_map(|e| e.resource)
+    }
+
     /// The entries of a `draftOrders` Bundle; more than [`MAX_ENTRIES`] is refused (no order
     /// entry session holds that many, and none may be dropped unread).
     pub(crate) fn into_draft_entries(self) -> Result<Vec<DraftEntry<'a>>, &'static str> {
@@ -334,28 +339,40 @@ impl<'a> Bundle<'a> {
     }
 }
 
+/// What a resource says it is, read leniently: enough to name it when nothing else of it can be
+/// read, or when only its name is wanted.
+#[derive(Deserialize)]
+pub(crate) struct Head<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Option<Lenient<Str<'a>>>,
+    #[serde(borrow)]
+    id: Option<Lenient<Str<'a>>>,
+}
+
+impl Head<'_> {
+    pub(crate) fn read(raw: &RawValue) -> Option<Head<'_>> {
+        serde_json::from_str(raw.get()).ok()
+    }
+
+    pub(crate) fn kind(&self) -> Option<&str> {
+        self.resource_type.as_ref()?.ok().map(|t| t.as_ref())
+    }
+
+    pub(crate) fn id(&self) -> Option<&str> {
+        self.id.as_ref()?.ok().map(|i| i.as_ref())
+    }
+}
+
 /// The order an unreadable draft names, unless it says it is another resource type.
 fn unreadable_draft(raw: &RawValue) -> Option<ResourceRef> {
-    #[derive(Deserialize)]
-    struct Head<'a> {
-        #[serde(rename = "resourceType", borrow)]
-        resource_type: Option<Lenient<Str<'a>>>,
-        #[serde(borrow)]
-        id: Option<Lenient<Str<'a>>>,
-    }
-    let head: Option<Head> = serde_json::from_str(raw.get()).ok();
-    let kind = head
-        .as_ref()
-        .and_then(|h| h.resource_type.as_ref()?.ok().map(|t| t.as_ref()));
-    match kind {
+    let head = Head::read(raw);
+    match head.as_ref().and_then(Head::kind) {
         // Another resource type (ServiceRequest...) is not a draft jakguard checks.
         Some(t) if t != "MedicationRequest" => None,
-        _ => {
-            let id = head
-                .as_ref()
-                .and_then(|h| h.id.as_ref()?.ok().map(|i| i.as_ref()));
-            Some(ResourceRef::new("MedicationRequest", id))
-        }
+        _ => Some(ResourceRef::new(
+            "MedicationRequest",
+            head.as_ref().and_then(Head::id),
+        )),
     }
 }
 
@@ -397,19 +414,22 @@ impl<'a> Top<'a> {
     }
 }
 
-impl<'de> Deserialize<'de> for Top<'de> {
+impl<'de, E: Deserialize<'de>> Deserialize<'de> for Top<'de, E> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct TopVisitor;
-        impl<'de> serde::de::Visitor<'de> for TopVisitor {
-            type Value = Top<'de>;
+        struct TopVisitor<E>(std::marker::PhantomData<E>);
+        impl<'de, E: Deserialize<'de>> serde::de::Visitor<'de> for TopVisitor<E> {
+            type Value = Top<'de, E>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a FHIR resource")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Top<'de>, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Top<'de, E>, A::Error> {
                 read_top(map)
             }
         }
-        d.deserialize_map(TopVisitor)
+        d.deserialize_map(TopVisitor(std::marker::PhantomData))
     }
 }
 
@@ -506,31 +526,12 @@ impl<'a> Top<'a, InPlaceEntries<'a>> {
 
 /// A `draftOrders` Bundle read in one strict pass (see [`InPlace`]): unlike a prefetch value it
 /// must be a Bundle, and one without `resourceType` is still read as one.
-pub(crate) struct DraftBundle<'a>(Top<'a, InPlaceEntries<'a>>);
+pub(crate) type DraftBundle<'a> = Top<'a, InPlaceEntries<'a>>;
 
-impl<'de: 'a, 'a> Deserialize<'de> for DraftBundle<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct DraftVisitor;
-        impl<'de> serde::de::Visitor<'de> for DraftVisitor {
-            type Value = DraftBundle<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a Bundle")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<DraftBundle<'de>, A::Error> {
-                read_top(map).map(DraftBundle)
-            }
-        }
-        d.deserialize_map(DraftVisitor)
-    }
-}
-
-impl<'a> DraftBundle<'a> {
-    pub(crate) fn into_entries(self) -> Result<Vec<Entry<'a>>, &'static str> {
-        let top = self.0;
-        if top
+impl<'a> Top<'a, InPlaceEntries<'a>> {
+    /// The entries of a `draftOrders` Bundle read in place.
+    pub(crate) fn into_draft_entries(self) -> Result<Vec<Entry<'a>>, &'static str> {
+        if self
             .resource
             .resource_type
             .as_deref()
@@ -538,7 +539,7 @@ impl<'a> DraftBundle<'a> {
         {
             return Err("draftOrders is not a Bundle");
         }
-        Ok(top
+        Ok(self
             .entry
             .map(InPlaceEntries::into_entries)
             .unwrap_or_default())
@@ -558,7 +559,7 @@ struct InPlaceEntry<'a> {
 /// The entries of a Bundle read in place: an array, `null` or a single object, as [`Many`]
 /// reads them. More than [`MAX_ENTRIES`] fail the pass, so that the reading by parts bounds the
 /// work and says what it did not read.
-struct InPlaceEntries<'a>(Vec<InPlaceEntry<'a>>);
+pub(crate) struct InPlaceEntries<'a>(Vec<InPlaceEntry<'a>>);
 
 impl<'a> InPlaceEntries<'a> {
     /// The entries that have a resource, as [`Bundle::into_entries`] gives them.
@@ -622,28 +623,6 @@ struct BundleTap<'a, A, E> {
     link: Option<Many<RLink<'a>>>,
 }
 
-/// A map key, borrowed from the body unless it has escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
 impl<'de, A: serde::de::MapAccess<'de>, E: Deserialize<'de>> serde::de::MapAccess<'de>
     for &mut BundleTap<'de, A, E>
 {
@@ -656,7 +635,8 @@ impl<'de, A: serde::de::MapAccess<'de>, E: Deserialize<'de>> serde::de::MapAcces
         use serde::de::value::{BorrowedStrDeserializer, StringDeserializer};
         use serde::de::Error;
         loop {
-            let Some(Key(key)) = self.map.next_key::<Key<'de>>()? else {
+            // A key borrowed from the body unless it has escapes.
+            let Some(Str(key)) = self.map.next_key::<Str<'de>>()? else {
                 return Ok(None);
             };
             match key.as_ref() {
