@@ -22,9 +22,14 @@ use crate::error::CdsError;
 use crate::services::{Hook, Service};
 use crate::DATA_KEYS;
 
+/// The envelope. `C` and `P` say how `context` and `prefetch` are read: raw (the reading by
+/// parts) or in place (the one-pass reading); the rest is read the same way by both.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "C: Deserialize<'de>, P: Deserialize<'de>")
+)]
+struct Envelope<'a, C, P> {
     #[serde(borrow)]
     hook: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -33,29 +38,33 @@ struct Envelope<'a> {
     fhir_server: Option<Cow<'a, str>>,
     #[serde(borrow)]
     fhir_authorization: Option<&'a RawValue>,
-    #[serde(borrow)]
-    context: Option<&'a RawValue>,
-    #[serde(borrow)]
-    prefetch: Option<BTreeMap<Cow<'a, str>, &'a RawValue>>,
+    context: Option<C>,
+    prefetch: Option<P>,
+}
+
+impl<'a, C, P> Envelope<'a, C, P> {
+    /// The same envelope with `context` and `prefetch` as the checks take them.
+    fn into_fields(
+        self,
+        context: fn(C) -> ContextField<'a>,
+        prefetch: fn(Option<P>) -> PrefetchField<'a>,
+    ) -> Fields<'a> {
+        Envelope {
+            hook: self.hook,
+            hook_instance: self.hook_instance,
+            fhir_server: self.fhir_server,
+            fhir_authorization: self.fhir_authorization,
+            context: self.context.map(context),
+            prefetch: Some(prefetch(self.prefetch)),
+        }
+    }
 }
 
 /// The envelope read in one pass (see the module's documentation).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OnePassEnvelope<'a> {
-    #[serde(borrow)]
-    hook: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    hook_instance: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    fhir_server: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    fhir_authorization: Option<&'a RawValue>,
-    #[serde(borrow)]
-    context: Option<Context<'a>>,
-    #[serde(borrow)]
-    prefetch: Option<OnePassPrefetch<'a>>,
-}
+type OnePassEnvelope<'a> = Envelope<'a, Context<'a>, OnePassPrefetch<'a>>;
+
+/// The envelope read by parts.
+type ByPartsEnvelope<'a> = Envelope<'a, &'a RawValue, BTreeMap<Cow<'a, str>, &'a RawValue>>;
 
 /// The data keys of a prefetch, each read in place; other keys are skipped unread.
 struct OnePassPrefetch<'a>(Prefetch<'a>);
@@ -153,18 +162,10 @@ fn non_empty<'a>(v: Option<Cow<'a, str>>, what: &str) -> Result<Cow<'a, str>, Cd
     }
 }
 
-/// The envelope's fields as either reading gives them, before the checks.
-struct Fields<'a> {
-    hook: Option<Cow<'a, str>>,
-    hook_instance: Option<Cow<'a, str>>,
-    fhir_server: Option<Cow<'a, str>>,
-    fhir_authorization: Option<&'a RawValue>,
-    context: ContextField<'a>,
-    prefetch: PrefetchField<'a>,
-}
+/// The envelope as either reading gives it, before the checks (`prefetch` is always `Some`).
+type Fields<'a> = Envelope<'a, ContextField<'a>, PrefetchField<'a>>;
 
 enum ContextField<'a> {
-    Absent,
     /// Not read yet (the reading by parts reads it after the hook is checked).
     Raw(&'a RawValue),
     Read(Context<'a>),
@@ -201,32 +202,22 @@ pub fn parse_by_parts<'a>(body: &'a [u8], service: &Service) -> Reading<'a> {
 /// The one-pass reading; `None` when anything in the body is malformed or unusual.
 fn read_in_one_pass(text: &str) -> Option<Fields<'_>> {
     let env: OnePassEnvelope = jakguard_fhir::lenient::parse_strict(text).ok()?;
-    Some(Fields {
-        hook: env.hook,
-        hook_instance: env.hook_instance,
-        fhir_server: env.fhir_server,
-        fhir_authorization: env.fhir_authorization,
-        context: env.context.map_or(ContextField::Absent, ContextField::Read),
-        prefetch: PrefetchField::Read(env.prefetch.map(|p| p.0).unwrap_or_default()),
-    })
+    Some(env.into_fields(ContextField::Read, |p| {
+        PrefetchField::Read(p.map(|p| p.0).unwrap_or_default())
+    }))
 }
 
 /// The reading by parts: the reference, and the one that names what is wrong.
 fn read_by_parts(text: &str) -> Result<Fields<'_>, CdsError> {
-    let env: Envelope = serde_json::from_str(text).map_err(|e| {
+    let env: ByPartsEnvelope = serde_json::from_str(text).map_err(|e| {
         bad(format!(
             "the body is not a CDS Hooks request: {}",
             describe(&e)
         ))
     })?;
-    Ok(Fields {
-        hook: env.hook,
-        hook_instance: env.hook_instance,
-        fhir_server: env.fhir_server,
-        fhir_authorization: env.fhir_authorization,
-        context: env.context.map_or(ContextField::Absent, ContextField::Raw),
-        prefetch: PrefetchField::Raw(env.prefetch.unwrap_or_default()),
-    })
+    Ok(env.into_fields(ContextField::Raw, |p| {
+        PrefetchField::Raw(p.unwrap_or_default())
+    }))
 }
 
 /// The protocol's rules, in the order their errors are reported.
@@ -245,9 +236,9 @@ fn check<'a>(
     }
     let hook_instance = non_empty(fields.hook_instance, "hookInstance")?;
     let ctx: Context<'a> = match fields.context {
-        ContextField::Absent => return Err(bad("`context` is required")),
-        ContextField::Read(ctx) => ctx,
-        ContextField::Raw(raw) => serde_json::from_str(raw.get())
+        None => return Err(bad("`context` is required")),
+        Some(ContextField::Read(ctx)) => ctx,
+        Some(ContextField::Raw(raw)) => serde_json::from_str(raw.get())
             .map_err(|e| bad(format!("`context` is not valid: {}", describe(&e))))?,
     };
     let patient_id = non_empty(ctx.patient_id, "context.patientId")?;
@@ -269,8 +260,9 @@ fn check<'a>(
         return Err(bad("`fhirServer` is required with `fhirAuthorization`"));
     }
     let prefetch = match fields.prefetch {
-        PrefetchField::Read(p) => p,
-        PrefetchField::Raw(map) => {
+        None => Prefetch::default(),
+        Some(PrefetchField::Read(p)) => p,
+        Some(PrefetchField::Raw(map)) => {
             let mut p = Prefetch::default();
             for (slot, key) in p.0.iter_mut().zip(DATA_KEYS) {
                 *slot = map.get(key).map(|raw| read_value(raw));
