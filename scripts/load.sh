@@ -23,24 +23,9 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
 THREADS="${THREADS:-1}"
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-BIN="${LOAD_BIN:-$TARGET_DIR/release/jakguard}"
-
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "== installing wrk (Debian package)"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-  fi
-fi
-
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  echo "== cargo build --release --features bench-floor"
-  cargo build --release --features bench-floor --bin jakguard
-fi
-
-BIN="$(realpath "$BIN")"
+source scripts/bench-common.sh
+ensure_tool wrk
+build_bench_binary
 work="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -50,10 +35,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # One instance; its logs (one line per call, no patient data) go to a file in $work.
 start() {
   local name="$1" port
@@ -62,13 +43,10 @@ start() {
   (cd "$work" && exec "$BIN" serve --bind "127.0.0.1:$port") >"$work/$name.log" 2>&1 &
   pids+=("$!")
   local pid="$!"
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$pid $port"
-      return
-    fi
-    sleep 0.1
-  done
+  if wait_for_port "$port" 50; then
+    echo "$pid $port"
+    return
+  fi
   echo "jakguard ($name) did not start:" >&2
   cat "$work/$name.log" >&2
   exit 1

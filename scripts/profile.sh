@@ -16,23 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS="${ROUNDS:-4}"
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-BIN="${LOAD_BIN:-$TARGET_DIR/release/jakguard}"
 OUT="${OUT:-$(mktemp -d)}"
-
-if ! command -v valgrind >/dev/null 2>&1; then
-  echo "== installing valgrind (Debian package)"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
-  fi
-fi
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  echo "== cargo build --release --features bench-floor"
-  cargo build --release --features bench-floor --bin jakguard
-fi
-BIN="$(realpath "$BIN")"
+source scripts/bench-common.sh
+ensure_tool valgrind
+build_bench_binary
 FIXTURES="$(realpath fixtures/requests)"
 
 # Posts every fixture ROUNDS times to PREFIX + "jakguard-" + hook, one connection; prints calls.
@@ -62,15 +49,17 @@ PY
 # profile NAME PREFIX -> prints "NAME calls instructions"
 profile() {
   local name="$1" prefix="$2" port work pid calls
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   work="$(mktemp -d)"
   (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.out" \
     "$BIN" serve --bind "127.0.0.1:$port") >"$work/log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.2
-  done
+  # valgrind starts slowly.
+  wait_for_port "$port" 300 || {
+    echo "jakguard ($name) did not start under valgrind:" >&2
+    cat "$work/log" >&2
+    exit 1
+  }
   drive "$port" "$prefix" 1 >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
   calls="$(drive "$port" "$prefix" "$ROUNDS")"
