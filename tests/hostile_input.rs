@@ -14,18 +14,23 @@ fn sandbox() -> Value {
     serde_json::from_slice(&fixture("00-sandbox-order-select.json")).unwrap()
 }
 
-#[tokio::test]
-async fn too_many_draft_orders_are_refused() {
-    let app = spawn_app();
-    let mut v = sandbox();
-    let entry = v["context"]["draftOrders"]["entry"][0].clone();
-    let entries: Vec<Value> = (0..=jakguard_cds::MAX_DRAFT_ORDERS)
+/// `n` copies of the request's first draft entry, with ids d0, d1...
+fn copies_of_first_draft(v: &Value, n: usize) -> Vec<Value> {
+    let entry = &v["context"]["draftOrders"]["entry"][0];
+    (0..n)
         .map(|i| {
             let mut e = entry.clone();
             e["resource"]["id"] = json!(format!("d{i}"));
             e
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn too_many_draft_orders_are_refused() {
+    let app = spawn_app();
+    let mut v = sandbox();
+    let entries = copies_of_first_draft(&v, jakguard_cds::MAX_DRAFT_ORDERS + 1);
     v["context"]["draftOrders"]["entry"] = Value::Array(entries);
     v["context"]["selections"] = json!(["MedicationRequest/d0"]);
     let resp = app
@@ -197,14 +202,7 @@ async fn repeated_selections_and_dose_suggestions_cost_one_reading_of_the_drafts
     // Tofacitinib 10 mg twice daily: each draft gets a dose update suggestion.
     let mut v: Value =
         serde_json::from_slice(&fixture("07-current-smoker-tofacitinib-10mg-bid.json")).unwrap();
-    let draft = v["context"]["draftOrders"]["entry"][0].clone();
-    let mut entries: Vec<Value> = (0..jakguard_cds::MAX_DRAFT_ORDERS)
-        .map(|i| {
-            let mut e = draft.clone();
-            e["resource"]["id"] = json!(format!("d{i}"));
-            e
-        })
-        .collect();
+    let mut entries = copies_of_first_draft(&v, jakguard_cds::MAX_DRAFT_ORDERS);
     entries.extend(filler);
     v["context"]["draftOrders"]["entry"] = Value::Array(entries);
     let started = Instant::now();

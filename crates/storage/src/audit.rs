@@ -343,7 +343,6 @@ mod tests {
     use super::*;
     use crate::sql::{connect, Database, MAX_BINDS};
     use crate::{testing, StorageOptions};
-    use jakguard_cds::feedback::{FeedbackItem, Outcome};
 
     /// A fresh database per backend, each with its name for assertion messages.
     fn databases(test: &str) -> Vec<(&'static str, Database)> {
@@ -394,16 +393,6 @@ mod tests {
         }
     }
 
-    fn unknown_card_feedback(card: &str) -> FeedbackItem {
-        FeedbackItem {
-            card: card.into(),
-            outcome: Outcome::Overridden,
-            accepted_suggestions: vec![],
-            override_reason: None,
-            outcome_timestamp: "2026-11-22T13:43:17Z".into(),
-        }
-    }
-
     /// Events and cards stored, as (event count, card count, every card in a batch record's
     /// card list stored exactly once).
     fn stored(d: &Database, batch: &[PendingAudit]) -> (usize, usize, bool) {
@@ -437,9 +426,9 @@ mod tests {
             let batch: Vec<PendingAudit> = (0..events).map(|n| record(n, cards_each)).collect();
             // Feedback that arrived before its cards, in the first and the last chunk.
             let early = vec![
-                unknown_card_feedback("card-0-0"),
-                unknown_card_feedback(&format!("card-{}-5", events - 1)),
-                unknown_card_feedback("never-issued"),
+                crate::tests::item("card-0-0"),
+                crate::tests::item(&format!("card-{}-5", events - 1)),
+                crate::tests::item("never-issued"),
             ];
             let (db, b) = (d.db.clone(), batch.clone());
             run(&d, async move {

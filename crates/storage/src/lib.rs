@@ -254,7 +254,8 @@ mod tests {
     use super::*;
     use jakguard_cds::feedback::Outcome;
 
-    fn item(card: &str) -> FeedbackItem {
+    /// An override of `card`, as an EHR posts it (shared by the crate's tests).
+    pub(crate) fn item(card: &str) -> FeedbackItem {
         FeedbackItem {
             card: card.into(),
             outcome: Outcome::Overridden,
