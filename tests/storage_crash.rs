@@ -28,6 +28,8 @@ fn serve(config: &Path) -> (Child, u16) {
         .expect("the binary starts");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let kept = log.clone();
     // Keeps reading the log so that the server never blocks on a full pipe.
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -36,12 +38,17 @@ fn serve(config: &Path) -> (Child, u16) {
                     let _ = tx.send(port as u16);
                 }
             }
+            kept.lock().unwrap().push(line);
         }
     });
-    let port = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server logs its port");
-    (child, port)
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(port) => (child, port),
+        Err(e) => panic!(
+            "the server did not log its port ({e}; exit status {:?}); its log:\n{}",
+            child.try_wait(),
+            log.lock().unwrap().join("\n")
+        ),
+    }
 }
 
 fn feedback(card: &str) -> String {
