@@ -6,8 +6,10 @@
 
 use jakguard_knowledge::{FactorCode, Knowledge, Lang, Topic};
 use jakguard_rules::{Assessment, DoseFinding, Evidence, Factor, Finding, Note, PartialDate};
-use serde::Serialize;
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 pub const TOPIC_SYSTEM: &str = "urn:jakguard:topic";
 pub const OVERRIDE_SYSTEM: &str = "urn:jakguard:override-reason";
@@ -45,8 +47,9 @@ pub struct Action {
     pub description: String,
     #[serde(rename = "resourceId", skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
+    /// The resource as JSON text (spliced into the EHR's own, see `updated_order`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource: Option<Value>,
+    pub resource: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -557,66 +560,158 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
 
 /// The draft order with its dose changed to the proposal, everything else as the EHR sent it.
 /// Tablets stay tablets when the strength divides the proposed dose.
+///
+/// Spliced into the EHR's own JSON rather than rebuilt from a parsed tree: every element the
+/// rules never read goes back byte for byte (decimal precision, escapes, member order), and a
+/// call pays one scan of the order's top level instead of building and writing a tree of it.
 fn updated_order(
     ctx: &RenderContext<'_>,
     order: &str,
     d: &DoseFinding,
     proposed: &str,
-) -> Option<Value> {
+) -> Option<Box<RawValue>> {
     let raw = (ctx.draft_raw)(order)?;
-    let mut resource: Value = serde_json::from_str(raw).ok()?;
+    let mut resource: Members = serde_json::from_str(raw).ok()?;
+    let first: Option<Members> = resource
+        .get("dosageInstruction")
+        .and_then(first_of)
+        .and_then(|v| serde_json::from_str(v).ok());
     let quantity = match (ctx.strength_mg)(order) {
         Some(s)
             if s > 0.0
                 && ((d.propose_dose_mg / s) - (d.propose_dose_mg / s).round()).abs() < 1e-9 =>
         {
-            let original = resource
-                .pointer("/dosageInstruction/0/doseAndRate/0/doseQuantity")
-                .cloned()
-                .filter(|q| q.get("unit").is_some() || q.get("code").is_some());
-            let mut q = original.unwrap_or_else(|| serde_json::json!({}));
-            q["value"] = number((d.propose_dose_mg / s).round());
-            q
+            let original = first
+                .as_ref()
+                .and_then(|f| f.get("doseAndRate"))
+                .and_then(first_of)
+                .and_then(|v| serde_json::from_str::<Members>(v).ok())
+                .and_then(|m| m.get("doseQuantity"))
+                .and_then(|v| serde_json::from_str::<Members>(v).ok())
+                .filter(|q| q.has("unit") || q.has("code"));
+            let mut q = original.unwrap_or_default();
+            q.set("value", number((d.propose_dose_mg / s).round()));
+            q.to_json()
         }
-        _ => {
-            serde_json::json!({ "value": number(d.propose_dose_mg), "unit": "mg", "system": UCUM, "code": "mg" })
-        }
+        _ => format!(
+            r#"{{"value":{},"unit":"mg","system":"{UCUM}","code":"mg"}}"#,
+            number(d.propose_dose_mg)
+        ),
     };
-    let dosage = serde_json::json!({
-        "text": proposed,
-        "timing": { "repeat": { "frequency": d.propose_per_day, "period": 1, "periodUnit": "d" } },
-        "doseAndRate": [ { "doseQuantity": quantity } ],
-    });
-    let obj = resource.as_object_mut()?;
-    let mut first = obj
-        .get("dosageInstruction")
-        .and_then(|v| v.get(0))
-        .cloned()
-        .filter(Value::is_object)
-        .unwrap_or_else(|| serde_json::json!({}));
     // Keep route, method, sequence... of the original instruction; replace what changes.
-    for key in ["text", "timing", "doseAndRate"] {
-        first[key] = dosage[key].clone();
+    let mut first = first.unwrap_or_default();
+    first.set("text", serde_json::to_string(proposed).ok()?);
+    first.set(
+        "timing",
+        format!(
+            r#"{{"repeat":{{"frequency":{},"period":1,"periodUnit":"d"}}}}"#,
+            d.propose_per_day
+        ),
+    );
+    first.set("doseAndRate", format!(r#"[{{"doseQuantity":{quantity}}}]"#));
+    first.remove("patientInstruction");
+    resource.set("dosageInstruction", format!("[{}]", first.to_json()));
+    RawValue::from_string(resource.to_json()).ok()
+}
+
+/// The raw text of the first element of a JSON array.
+fn first_of(array: &str) -> Option<&str> {
+    let list: Vec<&RawValue> = serde_json::from_str(array).ok()?;
+    list.first().map(|v| v.get())
+}
+
+/// The members of a JSON object in the order written, each value as its raw text; a repeated
+/// name keeps the place of its first occurrence and the value of its last, as a parsed tree
+/// would. Replaced values are JSON text made here.
+#[derive(Default)]
+struct Members<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'a> Members<'a> {
+    /// The raw text of a member as read from the request (not one set here).
+    fn get(&self, name: &str) -> Option<&'a str> {
+        match self.0.iter().find(|(k, _)| k == name)? {
+            (_, Cow::Borrowed(v)) => Some(v),
+            (_, Cow::Owned(_)) => None,
+        }
     }
-    if let Some(m) = first.as_object_mut() {
-        m.remove("patientInstruction");
+
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
     }
-    obj.insert("dosageInstruction".into(), Value::Array(vec![first]));
-    Some(resource)
+
+    fn set(&mut self, name: &str, json: String) {
+        match self.0.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => *v = Cow::Owned(json),
+            None => self.0.push((Cow::Owned(name.to_owned()), Cow::Owned(json))),
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.0.retain(|(k, _)| k != name);
+    }
+
+    fn to_json(&self) -> String {
+        let mut out = String::with_capacity(
+            2 + self
+                .0
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>(),
+        );
+        out.push('{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // A name is a string: writing it cannot fail.
+            out.push_str(&serde_json::to_string(k.as_ref()).unwrap_or_default());
+            out.push(':');
+            out.push_str(v);
+        }
+        out.push('}');
+        out
+    }
+}
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> serde::de::Visitor<'de> for MembersVisitor {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members<'de>, A::Error> {
+                let mut out = Members::default();
+                while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    match out.0.iter_mut().find(|(k, _)| *k == name) {
+                        Some((_, v)) => *v = Cow::Borrowed(value.get()),
+                        None => out.0.push((name, Cow::Borrowed(value.get()))),
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(MembersVisitor)
+    }
 }
 
 /// Whole numbers as JSON integers (`5`, not `5.0`), as EHRs write doses.
-fn number(v: f64) -> Value {
+fn number(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
-        Value::from(v as i64)
+        (v as i64).to_string()
     } else {
-        Value::from(v)
+        serde_json::Value::from(v).to_string()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::fill;
+    use super::*;
 
     #[test]
     fn fill_replaces_every_placeholder_once_and_never_inside_values() {
@@ -639,6 +734,114 @@ mod tests {
         ];
         for (template, expected) in cases {
             assert_eq!(fill(template, &pairs), expected, "{template}");
+        }
+    }
+
+    /// The EHR's order goes back as written except the first dosage instruction's text, timing
+    /// and dose; `expected` is the whole resource, byte for byte.
+    #[test]
+    fn a_dose_update_changes_only_the_dose_of_the_ehrs_own_json() {
+        let k = Knowledge::embedded().expect("the embedded knowledge");
+        let d = DoseFinding {
+            ordered_mg_per_day: 20.0,
+            max_mg_per_day: 10.0,
+            propose_dose_mg: 5.0,
+            propose_per_day: 2,
+            because: Vec::new(),
+            note: None,
+        };
+        let tablets =
+            r#""doseAndRate":[{"doseQuantity":{"value":1,"unit":"tablet","code":"TAB"}}]"#;
+        let mg = r#""doseAndRate":[{"doseQuantity":{"value":5,"unit":"mg","system":"http://unitsofmeasure.org","code":"mg"}}]"#;
+        let timing = r#""timing":{"repeat":{"frequency":2,"period":1,"periodUnit":"d"}}"#;
+        let cases: [(&str, Option<f64>, String); 6] = [
+            // Member order, escapes and decimal precision of everything else are kept; the
+            // instruction's route stays, its patientInstruction goes (it spoke of the old dose).
+            (
+                r#"{"resourceType":"MedicationRequest","id":"d1","note":[{"text":"caf\u00e9 \"x\""}],"dispenseRequest":{"quantity":{"value":1.50}},"dosageInstruction":[{"sequence":1,"text":"10 mg","patientInstruction":"x","route":{"text":"oral"},"doseAndRate":[{"doseQuantity":{"value":2,"unit":"tablet","code":"TAB"}}]},{"text":"second"}],"subject":{"reference":"Patient/p"}}"#,
+                Some(5.0),
+                format!(
+                    r#"{{"resourceType":"MedicationRequest","id":"d1","note":[{{"text":"caf\u00e9 \"x\""}}],"dispenseRequest":{{"quantity":{{"value":1.50}}}},"dosageInstruction":[{{"sequence":1,"text":"5 mg twice","route":{{"text":"oral"}},{tablets},{timing}}}],"subject":{{"reference":"Patient/p"}}}}"#
+                ),
+            ),
+            // The strength does not divide the dose: milligrams.
+            (
+                r#"{"resourceType":"MedicationRequest","id":"d1","dosageInstruction":[{"text":"10 mg"}]}"#,
+                Some(3.0),
+                format!(
+                    r#"{{"resourceType":"MedicationRequest","id":"d1","dosageInstruction":[{{"text":"5 mg twice",{timing},{mg}}}]}}"#
+                ),
+            ),
+            // No strength known, no instruction at all.
+            (
+                r#"{"resourceType":"MedicationRequest","id":"d1"}"#,
+                None,
+                format!(
+                    r#"{{"resourceType":"MedicationRequest","id":"d1","dosageInstruction":[{{"text":"5 mg twice",{timing},{mg}}}]}}"#
+                ),
+            ),
+            // A dose quantity without unit or code is not kept.
+            (
+                r#"{"id":"d1","dosageInstruction":[{"doseAndRate":[{"doseQuantity":{"value":2}}]}]}"#,
+                Some(5.0),
+                format!(
+                    r#"{{"id":"d1","dosageInstruction":[{{"doseAndRate":[{{"doseQuantity":{{"value":1}}}}],"text":"5 mg twice",{timing}}}]}}"#
+                ),
+            ),
+            // A repeated member keeps its first place and its last value, as a parsed tree would.
+            (
+                r#"{"id":"a","status":"draft","id":"d1","dosageInstruction":{"text":"not an array"}}"#,
+                None,
+                format!(
+                    r#"{{"id":"d1","status":"draft","dosageInstruction":[{{"text":"5 mg twice",{timing},{mg}}}]}}"#
+                ),
+            ),
+            // An escaped member name is read as the name it spells.
+            (
+                r#"{"dosage\u0049nstruction":[{"text":"old","route":{"text":"oral"}}]}"#,
+                None,
+                format!(
+                    r#"{{"dosageInstruction":[{{"text":"5 mg twice","route":{{"text":"oral"}},{timing},{mg}}}]}}"#
+                ),
+            ),
+        ];
+        for (raw, strength, expected) in cases {
+            let draft_raw = |_: &str| Some(raw);
+            let strength_mg = |_: &str| strength;
+            let ctx = RenderContext {
+                k: &k,
+                lang: Lang::En,
+                service_id: "jakguard-order-sign",
+                hook_instance: "h",
+                draft_raw: &draft_raw,
+                strength_mg: &strength_mg,
+            };
+            let got = updated_order(&ctx, "MedicationRequest/d1", &d, "5 mg twice")
+                .expect("an updated order");
+            assert_eq!(got.get(), expected, "{raw}");
+            serde_json::from_str::<serde_json::Value>(got.get()).expect("valid JSON");
+        }
+    }
+
+    #[test]
+    fn a_draft_that_is_not_a_json_object_gets_no_dose_update() {
+        let k = Knowledge::embedded().expect("the embedded knowledge");
+        let d = NO_DOSE.clone();
+        for raw in ["[1,2]", "\"x\"", "null", "{\"id\":"] {
+            let draft_raw = |_: &str| Some(raw);
+            let strength_mg = |_: &str| None;
+            let ctx = RenderContext {
+                k: &k,
+                lang: Lang::En,
+                service_id: "jakguard-order-sign",
+                hook_instance: "h",
+                draft_raw: &draft_raw,
+                strength_mg: &strength_mg,
+            };
+            assert!(
+                updated_order(&ctx, "MedicationRequest/d1", &d, "x").is_none(),
+                "{raw}"
+            );
         }
     }
 }

@@ -74,8 +74,7 @@ impl Engine {
         let service = services::find(service_id)
             .ok_or_else(|| CdsError::UnknownService(service_id.to_owned()))?;
         let (req, prefetch) = request::parse(body, service)?;
-        let drafts = jakguard_fhir::read_draft_orders(req.draft_orders)
-            .map_err(|m| CdsError::BadRequest(m.into()))?;
+        let drafts = &req.drafts.orders;
         if drafts.len() > MAX_DRAFT_ORDERS {
             return Err(CdsError::BadRequest(format!(
                 "{} draft orders: at most {MAX_DRAFT_ORDERS} are evaluated in one call",
@@ -99,9 +98,8 @@ impl Engine {
                         None => {
                             // A selection may name a non-medication draft (ServiceRequest...): only
                             // a selection that names nothing in draftOrders is an error.
-                            let entries = entries.get_or_insert_with(|| {
-                                jakguard_fhir::draft_entry_references(req.draft_orders)
-                            });
+                            let entries =
+                                entries.get_or_insert_with(|| req.drafts.entry_references());
                             if !entries.contains(s.as_ref()) {
                                 return Err(CdsError::BadRequest(format!(
                                     "context.selections names `{s}`, which is not in context.draftOrders"
@@ -149,7 +147,6 @@ impl Engine {
         Ok(Prepared {
             service,
             req,
-            drafts,
             selected,
             relevant,
             keys,
@@ -179,26 +176,20 @@ impl Engine {
             });
         }
         let record = read_record(p, fetched)?;
-        let selected: Vec<&jakguard_fhir::DraftOrder> =
-            p.selected.iter().map(|&i| &p.drafts[i]).collect();
+        let selected: Vec<&jakguard_fhir::DraftOrder> = p
+            .selected
+            .iter()
+            .map(|&i| &p.req.drafts.orders[i])
+            .collect();
         let orders: Vec<Order> = selected.iter().map(|d| d.order.clone()).collect();
         let assessments = jakguard_rules::evaluate(k, &record, &orders, today);
 
         // Later drafts with the same reference win, as they always have.
-        let position_by_ref: HashMap<&str, usize> = selected
+        let raw_by_ref: HashMap<&str, &str> = selected
             .iter()
-            .filter_map(|d| Some((d.order.reference.as_str(), d.position?)))
+            .filter_map(|d| Some((d.order.reference.as_str(), d.raw?.get())))
             .collect();
-        let draft_orders = p.req.draft_orders;
-        // Read once, and only if a card sends a draft back (a dose update suggestion).
-        let draft_texts: std::cell::OnceCell<Vec<&str>> = std::cell::OnceCell::new();
-        let draft_raw = |r: &str| {
-            let position = *position_by_ref.get(r)?;
-            draft_texts
-                .get_or_init(|| jakguard_fhir::draft_order_texts(draft_orders))
-                .get(position)
-                .copied()
-        };
+        let draft_raw = |r: &str| raw_by_ref.get(r).copied();
         let strength_by_ref: HashMap<&str, Option<f64>> = selected
             .iter()
             .map(|d| {
@@ -243,7 +234,6 @@ pub enum KeyState {
 pub struct Prepared<'a> {
     service: &'static Service,
     req: HookRequest<'a>,
-    drafts: Vec<jakguard_fhir::DraftOrder>,
     selected: Vec<usize>,
     relevant: bool,
     keys: Vec<(&'static str, KeyState)>,

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use jakguard_fhir::{Fetched, InPlace};
+use jakguard_fhir::{Drafts, DraftsBundle, Fetched, InPlace};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -61,7 +61,7 @@ impl<'a, C, P> Envelope<'a, C, P> {
 }
 
 /// The envelope read in one pass (see the module's documentation).
-type OnePassEnvelope<'a> = Envelope<'a, Context<'a>, OnePassPrefetch<'a>>;
+type OnePassEnvelope<'a> = Envelope<'a, Context<'a, DraftsBundle<'a>>, OnePassPrefetch<'a>>;
 
 /// The envelope read by parts.
 type ByPartsEnvelope<'a> = Envelope<'a, &'a RawValue, BTreeMap<Cow<'a, str>, &'a RawValue>>;
@@ -100,9 +100,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for OnePassPrefetch<'a> {
     }
 }
 
+/// `context`; `D` says how `draftOrders` is read: raw (by parts) or with the envelope.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Context<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "D: Deserialize<'de>"))]
+struct Context<'a, D = &'a RawValue> {
     #[serde(borrow)]
     user_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -111,8 +112,23 @@ struct Context<'a> {
     encounter_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     selections: Option<Vec<Cow<'a, str>>>,
-    #[serde(borrow)]
-    draft_orders: Option<&'a RawValue>,
+    draft_orders: Option<D>,
+}
+
+impl<'a, D> Context<'a, D> {
+    /// The context without its `draftOrders`, and them as the checks take them.
+    fn take_drafts<F>(self, field: fn(D) -> F) -> (Context<'a, ()>, Option<F>) {
+        (
+            Context {
+                user_id: self.user_id,
+                patient_id: self.patient_id,
+                encounter_id: self.encounter_id,
+                selections: self.selections,
+                draft_orders: None,
+            },
+            self.draft_orders.map(field),
+        )
+    }
 }
 
 /// The OAuth token the client passed for FHIR access. Its Debug never shows the token.
@@ -140,7 +156,7 @@ pub struct HookRequest<'a> {
     pub patient_id: Cow<'a, str>,
     pub encounter_id: Option<Cow<'a, str>>,
     pub selections: Option<Vec<Cow<'a, str>>>,
-    pub draft_orders: &'a RawValue,
+    pub drafts: Drafts<'a>,
 }
 
 /// A request read and checked, with its prefetch; or why it is refused.
@@ -168,7 +184,13 @@ type Fields<'a> = Envelope<'a, ContextField<'a>, PrefetchField<'a>>;
 enum ContextField<'a> {
     /// Not read yet (the reading by parts reads it after the hook is checked).
     Raw(&'a RawValue),
-    Read(Context<'a>),
+    Read(Context<'a, DraftsBundle<'a>>),
+}
+
+/// `context.draftOrders` as either reading gives it.
+enum DraftsField<'a> {
+    Raw(&'a RawValue),
+    Read(DraftsBundle<'a>),
 }
 
 // Built once per request and moved straight into `check`: boxing the large variant would only
@@ -235,16 +257,15 @@ fn check<'a>(
         )));
     }
     let hook_instance = non_empty(fields.hook_instance, "hookInstance")?;
-    let ctx: Context<'a> = match fields.context {
+    let (ctx, draft_orders): (Context<'a, ()>, _) = match fields.context {
         None => return Err(bad("`context` is required")),
-        Some(ContextField::Read(ctx)) => ctx,
-        Some(ContextField::Raw(raw)) => serde_json::from_str(raw.get())
-            .map_err(|e| bad(format!("`context` is not valid: {}", describe(&e))))?,
+        Some(ContextField::Read(ctx)) => ctx.take_drafts(DraftsField::Read),
+        Some(ContextField::Raw(raw)) => serde_json::from_str::<Context<'a>>(raw.get())
+            .map_err(|e| bad(format!("`context` is not valid: {}", describe(&e))))?
+            .take_drafts(DraftsField::Raw),
     };
     let patient_id = non_empty(ctx.patient_id, "context.patientId")?;
-    let draft_orders = ctx
-        .draft_orders
-        .ok_or_else(|| bad("`context.draftOrders` is required"))?;
+    let draft_orders = draft_orders.ok_or_else(|| bad("`context.draftOrders` is required"))?;
     if service.hook == Hook::OrderSelect && ctx.selections.is_none() {
         return Err(bad("`context.selections` is required for order-select"));
     }
@@ -270,6 +291,13 @@ fn check<'a>(
             p
         }
     };
+    // Last, as before the drafts were read with the envelope: every other 400 names its cause
+    // first.
+    let drafts = match draft_orders {
+        DraftsField::Read(bundle) => jakguard_fhir::drafts_of(bundle),
+        DraftsField::Raw(raw) => jakguard_fhir::read_draft_orders(raw),
+    }
+    .map_err(bad)?;
     Ok((
         HookRequest {
             hook: service.hook,
@@ -280,7 +308,7 @@ fn check<'a>(
             patient_id,
             encounter_id: ctx.encounter_id,
             selections: ctx.selections,
-            draft_orders,
+            drafts,
         },
         prefetch,
     ))

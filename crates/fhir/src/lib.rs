@@ -191,68 +191,59 @@ impl RecordBuilder {
 
 /// A draft order read from `context.draftOrders`.
 #[derive(Debug, Clone)]
-pub struct DraftOrder {
+pub struct DraftOrder<'a> {
     pub order: Order,
-    /// Which readable MedicationRequest of the Bundle it is (0 for the first), for
-    /// [`draft_order_texts`]; `None` for a draft that could not be read (its medication is
-    /// marked unreadable, and the rules say it could not be checked).
-    pub position: Option<usize>,
+    /// The EHR's own JSON of the MedicationRequest: an update suggestion sends it back with only
+    /// the dose changed. `None` for a draft that could not be read (its medication is marked
+    /// unreadable, and the rules say it could not be checked).
+    pub raw: Option<&'a RawValue>,
+}
+
+/// The draft orders of a request, with the Bundle they were read from.
+#[derive(Debug)]
+pub struct Drafts<'a> {
+    pub orders: Vec<DraftOrder<'a>>,
+    bundle: Bundle<'a>,
+}
+
+impl Drafts<'_> {
+    /// The `Type/id` of every entry of the Bundle, of any resource type (a selection may name a
+    /// ServiceRequest). Only a selection that names no draft order needs it.
+    pub fn entry_references(&self) -> HashSet<String> {
+        self.bundle
+            .resources()
+            .filter_map(resources::Head::read)
+            .filter_map(|h| Some(format!("{}/{}", h.kind()?, h.id()?)))
+            .collect()
+    }
+}
+
+/// `context.draftOrders` as the one-pass reading of a request takes it: the Bundle read with
+/// the envelope, each entry's resource kept as raw JSON. That scan of the drafts is the one
+/// every call needs anyway (the raw text is what an update suggestion sends back); each
+/// resource is then read on its own, as [`read_draft_orders`] reads it.
+#[derive(Debug)]
+pub struct DraftsBundle<'a>(Bundle<'a>);
+
+impl<'de> serde::Deserialize<'de> for DraftsBundle<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Bundle::deserialize(d).map(DraftsBundle)
+    }
 }
 
 /// Reads the draft MedicationRequests of a `draftOrders` Bundle, resolving
 /// `medicationReference` against the Bundle's Medications and each order's `contained` ones.
 /// Other resource types (ServiceRequest...) are not drafts jakguard checks. A draft that cannot
 /// be read is kept, with its medication marked unreadable, unless it says it is another type.
-///
-/// The Bundle is read in one strict pass when it is well formed, by parts otherwise (as
-/// [`read_value`] does); both give the same orders.
-pub fn read_draft_orders(raw: &RawValue) -> Result<Vec<DraftOrder>, &'static str> {
-    let entries = match lenient::parse_strict::<resources::DraftBundle>(raw.get()) {
-        Ok(bundle) => bundle
-            .into_draft_entries()?
-            .into_iter()
-            .map(|e| DraftEntry::Read(e, None))
-            .collect(),
-        Err(_) => draft_entries_by_parts(raw)?,
-    };
-    Ok(draft_orders(&entries))
-}
-
-/// [`read_draft_orders`] by parts only: the reference the one-pass reading is held to.
-pub fn read_draft_orders_by_parts(raw: &RawValue) -> Result<Vec<DraftOrder>, &'static str> {
-    Ok(draft_orders(&draft_entries_by_parts(raw)?))
-}
-
-/// The raw JSON of each readable draft MedicationRequest, by [`DraftOrder::position`]: update
-/// suggestions send it back to the EHR with only the dose changed. Read again, by parts, only
-/// for a call that renders such a suggestion (once per call, however many): carrying every
-/// entry's text through the one-pass reading would cost every call a second scan of its drafts.
-pub fn draft_order_texts(raw: &RawValue) -> Vec<&str> {
-    draft_entries_by_parts(raw)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|e| match e {
-            DraftEntry::Read(e, Some(raw)) if is_draft(&e) => Some(raw.get()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The `Type/id` of every entry of a `draftOrders` Bundle, of any resource type (a selection
-/// may name a ServiceRequest); empty when it is no Bundle.
-pub fn draft_entry_references(raw: &RawValue) -> HashSet<String> {
-    let Ok(bundle) = lenient::parse::<Bundle>(raw.get()) else {
-        return HashSet::new();
-    };
-    bundle
-        .resources()
-        .filter_map(resources::Head::read)
-        .filter_map(|h| Some(format!("{}/{}", h.kind()?, h.id()?)))
-        .collect()
-}
-
-fn draft_entries_by_parts(raw: &RawValue) -> Result<Vec<DraftEntry<'_>>, &'static str> {
+pub fn read_draft_orders(raw: &RawValue) -> Result<Drafts<'_>, &'static str> {
     let bundle: Bundle = lenient::parse(raw.get()).map_err(|_| "draftOrders is not a Bundle")?;
+    drafts_of(DraftsBundle(bundle))
+}
+
+/// The draft orders of a Bundle read with the envelope: what [`read_draft_orders`] gives for
+/// the same JSON.
+pub fn drafts_of(bundle: DraftsBundle<'_>) -> Result<Drafts<'_>, &'static str> {
+    let DraftsBundle(bundle) = bundle;
     if bundle
         .resource_type
         .as_deref()
@@ -260,14 +251,18 @@ fn draft_entries_by_parts(raw: &RawValue) -> Result<Vec<DraftEntry<'_>>, &'stati
     {
         return Err("draftOrders is not a Bundle");
     }
-    bundle.into_draft_entries()
+    let entries = bundle.draft_entries()?;
+    Ok(Drafts {
+        orders: draft_orders(&entries),
+        bundle,
+    })
 }
 
 fn is_draft(e: &Entry<'_>) -> bool {
     e.resource.resource_type.as_deref() == Some("MedicationRequest")
 }
 
-fn draft_orders(entries: &[DraftEntry<'_>]) -> Vec<DraftOrder> {
+fn draft_orders<'a>(entries: &[DraftEntry<'a>]) -> Vec<DraftOrder<'a>> {
     let mut meds: HashMap<String, MedicationInfo> = HashMap::new();
     for e in entries {
         let DraftEntry::Read(e, _) = e else { continue };
@@ -283,10 +278,9 @@ fn draft_orders(entries: &[DraftEntry<'_>]) -> Vec<DraftOrder> {
         }
     }
     let mut out = Vec::new();
-    let mut position = 0;
     for e in entries {
         match e {
-            DraftEntry::Read(e, _) if is_draft(e) => {
+            DraftEntry::Read(e, raw) if is_draft(e) => {
                 if let Converted::MedicationUse(draft, reference) = e.resource.convert() {
                     let resolved = reference.as_ref().and_then(|r| meds.get(r)).cloned();
                     let dosages = e.resource.dosages();
@@ -297,10 +291,9 @@ fn draft_orders(entries: &[DraftEntry<'_>]) -> Vec<DraftOrder> {
                             medication: use_.medication,
                             dosages,
                         },
-                        position: Some(position),
+                        raw: Some(*raw),
                     });
                 }
-                position += 1;
             }
             DraftEntry::Read(..) => {}
             DraftEntry::Unreadable(reference) => out.push(DraftOrder {
@@ -312,7 +305,7 @@ fn draft_orders(entries: &[DraftEntry<'_>]) -> Vec<DraftOrder> {
                     },
                     dosages: vec![],
                 },
-                position: None,
+                raw: None,
             }),
         }
     }

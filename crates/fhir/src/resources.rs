@@ -287,8 +287,8 @@ impl<'a> Bundle<'a> {
 // Nearly every entry is `Read`: boxing it would add an allocation per entry for nothing.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum DraftEntry<'a> {
-    /// A resource, with its raw text when it was read by parts.
-    Read(Entry<'a>, Option<&'a RawValue>),
+    /// A resource, with its raw text.
+    Read(Entry<'a>, &'a RawValue),
     Unreadable(ResourceRef),
 }
 
@@ -300,7 +300,7 @@ impl<'a> Bundle<'a> {
 
     /// The entries of a `draftOrders` Bundle; more than [`MAX_ENTRIES`] is refused (no order
     /// entry session holds that many, and none may be dropped unread).
-    pub(crate) fn into_draft_entries(self) -> Result<Vec<DraftEntry<'a>>, &'static str> {
+    pub(crate) fn draft_entries(&self) -> Result<Vec<DraftEntry<'a>>, &'static str> {
         if self.entry.0.len() > MAX_ENTRIES {
             return Err("draftOrders has more entries than are evaluated in one call");
         }
@@ -326,7 +326,7 @@ impl<'a> Bundle<'a> {
                             .and_then(|u| u.ok().map(|u| u.0.clone())),
                         resource,
                     },
-                    Some(raw),
+                    raw,
                 )),
                 Err(_) => {
                     if let Some(reference) = unreadable_draft(raw) {
@@ -521,28 +521,6 @@ impl<'a> Top<'a, InPlaceEntries<'a>> {
             },
             None => Fetched::Failed("no resourceType".into()),
         }
-    }
-}
-
-/// A `draftOrders` Bundle read in one strict pass (see [`InPlace`]): unlike a prefetch value it
-/// must be a Bundle, and one without `resourceType` is still read as one.
-pub(crate) type DraftBundle<'a> = Top<'a, InPlaceEntries<'a>>;
-
-impl<'a> Top<'a, InPlaceEntries<'a>> {
-    /// The entries of a `draftOrders` Bundle read in place.
-    pub(crate) fn into_draft_entries(self) -> Result<Vec<Entry<'a>>, &'static str> {
-        if self
-            .resource
-            .resource_type
-            .as_deref()
-            .is_some_and(|t| t != "Bundle")
-        {
-            return Err("draftOrders is not a Bundle");
-        }
-        Ok(self
-            .entry
-            .map(InPlaceEntries::into_entries)
-            .unwrap_or_default())
     }
 }
 
