@@ -141,12 +141,24 @@ pub struct RenderContext<'a> {
 /// A deterministic uuid for (request, order, topic, part).
 fn uuid_for(ctx: &RenderContext<'_>, parts: &[&str]) -> String {
     const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6a1c_0f9e_5b1d_4c55_9f0e_2c6b_8d3a_7e41);
-    let name = std::iter::once(ctx.service_id)
-        .chain(std::iter::once(ctx.hook_instance))
-        .chain(parts.iter().copied())
-        .collect::<Vec<_>>()
-        .join("|");
-    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
+    let mut name = String::with_capacity(
+        ctx.service_id.len()
+            + ctx.hook_instance.len()
+            + parts.iter().map(|p| p.len() + 1).sum::<usize>()
+            + 1,
+    );
+    name.push_str(ctx.service_id);
+    name.push('|');
+    name.push_str(ctx.hook_instance);
+    for p in parts {
+        name.push('|');
+        name.push_str(p);
+    }
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes())
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 /// Replaces each `{name}` of a template by its value, in one pass. A value is never scanned for
@@ -178,9 +190,15 @@ fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
     out
 }
 
+/// A number as cards show it: at most three decimals, no trailing zeros (`12.5`, `10`).
 fn num(v: f64) -> String {
-    let s = format!("{v:.3}");
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    let r = (v * 1000.0).round() / 1000.0;
+    if r.fract() == 0.0 && r.abs() < 1e15 {
+        // Whole numbers (most doses): integer formatting, not the float one.
+        (r as i64).to_string()
+    } else {
+        r.to_string()
+    }
 }
 
 /// Keeps a summary under the 140 characters the specification allows.
@@ -207,7 +225,7 @@ fn factor_lines(ctx: &RenderContext<'_>, factors: &[Factor]) -> String {
     let t = &ctx.k.texts;
     let mut out = String::new();
     for f in factors {
-        let label = t.get(ctx.lang, &format!("factor.{}", f.code));
+        let label = t.get_in(ctx.lang, "factor", f.code.as_str());
         out.push_str("- **");
         out.push_str(label);
         out.push_str("**");
@@ -232,11 +250,7 @@ fn override_reasons(ctx: &RenderContext<'_>, codes: &[&str]) -> Vec<Coding> {
         .map(|c| Coding {
             system: OVERRIDE_SYSTEM,
             code: c.to_string(),
-            display: ctx
-                .k
-                .texts
-                .get(ctx.lang, &format!("override.{c}"))
-                .to_owned(),
+            display: ctx.k.texts.get_in(ctx.lang, "override", c).to_owned(),
         })
         .collect()
 }
@@ -381,7 +395,7 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
             let because: Vec<&str> = d
                 .because
                 .iter()
-                .map(|c| t.get(lang, &format!("factor.{c}")))
+                .map(|c| t.get_in(lang, "factor", c.as_str()))
                 .collect();
             let proposed = proposed_text(ctx, d);
             push(&fill(
@@ -394,7 +408,7 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
                 ],
             ));
             if let Some(note) = &d.note {
-                push(t.get(lang, &format!("note.{note}")));
+                push(t.get_in(lang, "note", note));
             }
             if let Some(resource) = updated_order(ctx, order, d, &proposed) {
                 suggestions.push(Suggestion {
@@ -444,7 +458,7 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
                 .factors
                 .iter()
                 .flat_map(|x| x.analytes.iter())
-                .map(|a| t.get(lang, &format!("analyte.{a}")))
+                .map(|a| t.get_in(lang, "analyte", a.as_str()))
                 .collect();
             fill(
                 t.get(lang, "summary.blood-count"),
@@ -467,13 +481,13 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
                 for x in &f.factors {
                     lines.push_str(&format!(
                         "- **{}**",
-                        t.get(lang, &format!("factor.{}", x.code))
+                        t.get_in(lang, "factor", x.code.as_str())
                     ));
                     if x.code == FactorCode::BloodCountMissing {
                         let names: Vec<&str> = x
                             .analytes
                             .iter()
-                            .map(|a| t.get(lang, &format!("analyte.{a}")))
+                            .map(|a| t.get_in(lang, "analyte", a.as_str()))
                             .collect();
                         lines.push_str(": ");
                         lines.push_str(&fill(
@@ -525,7 +539,7 @@ fn card(ctx: &RenderContext<'_>, a: &Assessment, f: &Finding) -> Card {
             topic: Coding {
                 system: TOPIC_SYSTEM,
                 code: f.topic.as_str().to_owned(),
-                display: t.get(lang, &format!("topic.{}", f.topic)).to_owned(),
+                display: t.get_in(lang, "topic", f.topic.as_str()).to_owned(),
             },
         },
         suggestions,
@@ -843,5 +857,54 @@ mod tests {
                 "{raw}"
             );
         }
+    }
+
+    #[test]
+    fn numbers_show_at_most_three_decimals_and_no_trailing_zeros() {
+        let cases = [
+            (10.0, "10"),
+            (12.5, "12.5"),
+            (0.1 + 0.2, "0.3"),
+            (2.0004, "2"),
+            (1.23456, "1.235"),
+            (7.0 / 3.0, "2.333"),
+            (0.0, "0"),
+            (22.0, "22"),
+            (1.0e6, "1000000"),
+        ];
+        for (v, expected) in cases {
+            assert_eq!(num(v), expected, "{v}");
+        }
+    }
+
+    #[test]
+    fn card_uuids_are_stable_and_differ_by_every_part() {
+        let k = Knowledge::embedded().expect("the embedded knowledge");
+        let ctx = RenderContext {
+            k: &k,
+            lang: Lang::En,
+            service_id: "jakguard-order-sign",
+            hook_instance: "h",
+            draft_raw: &|_| None,
+            strength_mg: &|_| None,
+        };
+        // The name hashed is `service|hookInstance|parts...`, as it always was: the same
+        // request keeps giving the same card uuids across versions.
+        let expected = uuid::Uuid::new_v5(
+            &uuid::Uuid::from_u128(0x6a1c_0f9e_5b1d_4c55_9f0e_2c6b_8d3a_7e41),
+            b"jakguard-order-sign|h|MedicationRequest/d1|ansm-restriction",
+        )
+        .to_string();
+        assert_eq!(
+            uuid_for(&ctx, &["MedicationRequest/d1", "ansm-restriction"]),
+            expected
+        );
+        assert_ne!(
+            uuid_for(
+                &ctx,
+                &["MedicationRequest/d1", "ansm-restriction", "cancel"]
+            ),
+            expected
+        );
     }
 }

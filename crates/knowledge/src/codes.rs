@@ -2,7 +2,7 @@
 //!
 //! Everything here is pure and total: a code that cannot be normalised simply matches nothing.
 
-use std::collections::HashSet;
+use crate::hash::FastSet;
 
 /// Normalises an ICD-10 code of any flavour (WHO, ICD-10-CM, French CIM-10) for comparison:
 /// upper case, without the dot, spaces, dashes or the French "+" extensions.
@@ -104,11 +104,11 @@ impl IcdList {
 
 /// A set of exact codes (SNOMED CT, RxNorm, LOINC).
 #[derive(Debug, Clone, Default)]
-pub struct CodeSet(HashSet<String>);
+pub struct CodeSet(FastSet<String>);
 
 impl CodeSet {
     pub fn parse(entries: &[String], what: &str) -> Result<Self, String> {
-        let mut set = HashSet::new();
+        let mut set = FastSet::default();
         for e in entries {
             let e = e.trim();
             if e.is_empty() || e.chars().any(char::is_whitespace) {
@@ -175,6 +175,11 @@ pub fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for c in text.chars() {
+        // Most text is ASCII: no need for the Unicode tables.
+        if c.is_ascii_alphanumeric() {
+            cur.push(c.to_ascii_lowercase());
+            continue;
+        }
         let folded = fold_char(c);
         match folded {
             Some(s) => cur.push_str(s),

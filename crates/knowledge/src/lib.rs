@@ -11,6 +11,7 @@
 //! rules never meet a half-valid list at run time.
 
 pub mod codes;
+pub mod hash;
 mod model;
 pub mod vocab;
 

@@ -4,7 +4,9 @@
 //! refused, so a misspelt key is an error, not a silently ignored rule); then every entry is
 //! checked and compiled into matchers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::hash::FastMap;
 
 use serde::Deserialize;
 
@@ -170,7 +172,7 @@ impl AnalyteDef {
 pub struct DoseRules {
     pub mass_units: Vec<(String, f64)>,
     pub presentation_units: Vec<String>,
-    pub timing_codes: HashMap<String, f64>,
+    pub timing_codes: FastMap<String, f64>,
     pub limits: Vec<DoseLimit>,
 }
 
@@ -254,8 +256,8 @@ impl IndicatorPolicy {
 /// Every card text, in both languages.
 #[derive(Debug, Clone)]
 pub struct Texts {
-    en: HashMap<String, String>,
-    fr: HashMap<String, String>,
+    en: FastMap<String, String>,
+    fr: FastMap<String, String>,
 }
 
 /// Text keys the service uses besides the per-code ones (`topic.*`, `factor.*`, `analyte.*`).
@@ -314,6 +316,21 @@ impl Texts {
             Lang::Fr => &self.fr,
         };
         map.get(key).map(String::as_str).unwrap_or("")
+    }
+
+    /// The text of `{prefix}.{name}` (`factor.smoker`, `topic.vte-caution`...), without
+    /// allocating the key: cards look several of these up per card.
+    pub fn get_in<'a>(&'a self, lang: Lang, prefix: &str, name: &str) -> &'a str {
+        let mut buf = [0u8; 96];
+        let len = prefix.len() + 1 + name.len();
+        if len > buf.len() {
+            return self.get(lang, &format!("{prefix}.{name}"));
+        }
+        buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        buf[prefix.len()] = b'.';
+        buf[prefix.len() + 1..len].copy_from_slice(name.as_bytes());
+        // Two strings and a dot: always UTF-8.
+        std::str::from_utf8(&buf[..len]).map_or("", |key| self.get(lang, key))
     }
 }
 
@@ -819,8 +836,8 @@ pub(crate) fn build(src: &Sources) -> Result<Knowledge, KnowledgeError> {
 
     // texts
     let raw: toml::Table = parse_toml(f_txt, t_txt)?;
-    let mut en = HashMap::new();
-    let mut fr = HashMap::new();
+    let mut en = FastMap::default();
+    let mut fr = FastMap::default();
     for (key, value) in raw {
         match (key.as_str(), value) {
             ("version", toml::Value::String(v)) => versions.push(format!("texts {v}")),
@@ -902,7 +919,7 @@ fn shared_code(a: &Molecule, b: &Molecule) -> Option<String> {
 fn flatten(
     prefix: &str,
     t: &toml::Table,
-    out: &mut HashMap<String, String>,
+    out: &mut FastMap<String, String>,
     file: &str,
 ) -> Result<(), KnowledgeError> {
     for (k, v) in t {
