@@ -1,6 +1,8 @@
 //! `jakguard`: the command line. `serve` runs the CDS Hooks service; `eval` prints the
 //! response the service would give to one request.
 
+mod logging;
+
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,12 +134,13 @@ fn init_tracing() -> Option<tracing_appender::non_blocking::WorkerGuard> {
             64 * 1024,
             std::io::stderr(),
         ));
-    // The current span (endpoint, hookInstance) is on every line; the list of spans would
-    // repeat it, at a cost per line of reading the span's fields back from JSON.
+    // The current span (endpoint, hookInstance) is on every line, not the list of spans,
+    // which would repeat it. The lines have the shape of tracing-subscriber's `json()` (with
+    // `with_span_list(false)`) but are written by `logging`, for a fraction of the cost.
     builder
         .with_writer(writer)
-        .json()
-        .with_span_list(false)
+        .fmt_fields(logging::JsonSpanFields)
+        .event_format(logging::JsonLines)
         .init();
     Some(guard)
 }
