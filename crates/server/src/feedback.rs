@@ -14,7 +14,7 @@ pub(crate) async fn feedback(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let (id, body) = match service_and_body(&req, path, payload, &state).await {
+    let (id, body) = match service_and_body(&req, path.into_inner(), payload, &state).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };

@@ -12,8 +12,21 @@ use actix_web::web;
 
 /// Registers the floor route when the feature is on; nothing otherwise.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    // Static paths, as the services have (see `service::routes`): the floor must not pay a
+    // routing cost the services do not.
     #[cfg(feature = "bench-floor")]
-    cfg.route("/bench/floor/{id}", web::post().to(enabled::floor));
+    for s in &jakguard_cds::SERVICES {
+        cfg.route(
+            &format!("/bench/floor/{}", s.id),
+            web::post().to(
+                move |req: actix_web::HttpRequest,
+                      payload: web::Payload,
+                      state: web::Data<crate::AppState>| {
+                    enabled::floor(req, s.id.to_owned(), payload, state)
+                },
+            ),
+        );
+    }
     #[cfg(not(feature = "bench-floor"))]
     let _ = cfg;
 }
@@ -28,11 +41,11 @@ mod enabled {
 
     pub(super) async fn floor(
         req: HttpRequest,
-        path: web::Path<String>,
+        id: String,
         payload: web::Payload,
         state: web::Data<AppState>,
     ) -> HttpResponse {
-        let (_id, body) = match service_and_body(&req, path, payload, &state).await {
+        let (_id, body) = match service_and_body(&req, id, payload, &state).await {
             Ok(x) => x,
             Err(resp) => return resp,
         };

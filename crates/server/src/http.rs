@@ -94,11 +94,10 @@ pub(crate) async fn read_body(
 /// The service id of the path and the body, or the error answer (404, 413, 415...).
 pub(crate) async fn service_and_body(
     req: &HttpRequest,
-    path: web::Path<String>,
+    id: String,
     payload: web::Payload,
     state: &AppState,
 ) -> Result<(String, Vec<u8>), HttpResponse> {
-    let id = path.into_inner();
     if jakguard_cds::services::find(&id).is_none() {
         return Err(cds_error(&CdsError::UnknownService(id)));
     }

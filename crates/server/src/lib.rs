@@ -150,14 +150,14 @@ impl Application {
                 .wrap(metrics::Measure(app_metrics.clone()))
                 .wrap(cors())
                 .route("/cds-services", web::get().to(service::discovery))
-                .route("/cds-services/{id}", web::post().to(service::call_service))
+                .configure(floor::configure)
+                .configure(service::routes)
                 .route(
                     "/cds-services/{id}/feedback",
                     web::post().to(feedback::feedback),
                 )
                 .route("/openapi.json", web::get().to(openapi::document))
                 .route("/metrics", web::get().to(metrics::render))
-                .configure(floor::configure)
                 .route("/health/live", web::get().to(health::live))
                 .route("/health/ready", web::get().to(health::ready))
                 .default_service(web::to(health::not_found))

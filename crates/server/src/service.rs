@@ -20,13 +20,39 @@ pub(crate) async fn discovery() -> HttpResponse {
     json_response(StatusCode::OK, &jakguard_cds::services::discovery())
 }
 
-pub(crate) async fn call_service(
+/// The service routes: each service's own path, then `{id}` for any other (answered 404).
+/// A static path is matched by comparing strings, where a `{id}` segment costs a match of
+/// actix's regular expression on every call (about 26,000 instructions, 3% of a call).
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    for s in &jakguard_cds::SERVICES {
+        cfg.route(
+            &format!("/cds-services/{}", s.id),
+            web::post().to(
+                move |req: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
+                    call(req, s.id.to_owned(), payload, state)
+                },
+            ),
+        );
+    }
+    cfg.route("/cds-services/{id}", web::post().to(call_service));
+}
+
+async fn call_service(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let (id, body) = match service_and_body(&req, path, payload, &state).await {
+    call(req, path.into_inner(), payload, state).await
+}
+
+async fn call(
+    req: HttpRequest,
+    id: String,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let (id, body) = match service_and_body(&req, id, payload, &state).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
