@@ -535,25 +535,31 @@ struct InPlaceEntry<'a> {
 }
 
 /// The entries of a Bundle read in place: an array, `null` or a single object, as [`Many`]
-/// reads them. More than [`MAX_ENTRIES`] fail the pass, so that the reading by parts bounds the
-/// work and says what it did not read.
-pub(crate) struct InPlaceEntries<'a>(Vec<InPlaceEntry<'a>>);
+/// reads them, kept as the [`Entry`]s that have a resource ([`Bundle::into_entries`] gives the
+/// same). Each entry becomes an `Entry` as it is read: a resource is a large value, and
+/// collecting the entries first and converting them after copied every resource once more.
+/// More than [`MAX_ENTRIES`] fail the pass, so that the reading by parts bounds the work and
+/// says what it did not read.
+pub(crate) struct InPlaceEntries<'a>(Vec<Entry<'a>>);
 
 impl<'a> InPlaceEntries<'a> {
-    /// The entries that have a resource, as [`Bundle::into_entries`] gives them.
+    /// The entries that have a resource.
     fn into_entries(self) -> Vec<Entry<'a>> {
         self.0
-            .into_iter()
-            .filter_map(|e| {
-                Some(Entry {
-                    full_url: e.full_url.and_then(|u| match u {
-                        Lenient::Ok(u) => Some(u.0),
-                        Lenient::Bad => None,
-                    }),
-                    resource: e.resource?,
-                })
-            })
-            .collect()
+    }
+}
+
+impl<'a> InPlaceEntry<'a> {
+    fn push_into(self, out: &mut Vec<Entry<'a>>) {
+        if let Some(resource) = self.resource {
+            out.push(Entry {
+                full_url: self.full_url.and_then(|u| match u {
+                    Lenient::Ok(u) => Some(u.0),
+                    Lenient::Bad => None,
+                }),
+                resource,
+            });
+        }
     }
 }
 
@@ -573,11 +579,13 @@ impl<'de> Deserialize<'de> for InPlaceEntries<'de> {
                 mut seq: A,
             ) -> Result<InPlaceEntries<'de>, A::Error> {
                 let mut out = Vec::new();
+                let mut read = 0;
                 while let Some(e) = seq.next_element::<InPlaceEntry<'de>>()? {
-                    if out.len() == MAX_ENTRIES {
+                    if read == MAX_ENTRIES {
                         return Err(serde::de::Error::custom("too many entries"));
                     }
-                    out.push(e);
+                    read += 1;
+                    e.push_into(&mut out);
                 }
                 Ok(InPlaceEntries(out))
             }
@@ -585,8 +593,11 @@ impl<'de> Deserialize<'de> for InPlaceEntries<'de> {
                 self,
                 map: A,
             ) -> Result<InPlaceEntries<'de>, A::Error> {
-                InPlaceEntry::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(|e| InPlaceEntries(vec![e]))
+                let e =
+                    InPlaceEntry::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                let mut out = Vec::with_capacity(1);
+                e.push_into(&mut out);
+                Ok(InPlaceEntries(out))
             }
         }
         d.deserialize_any(EntriesVisitor)
