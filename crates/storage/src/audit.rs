@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 use jakguard_cds::{AuditCard, AuditRecord};
 use tokio::sync::Notify;
 
+use crate::bulk::Conn;
 use crate::patient::PatientHasher;
 use crate::runtime::{on_storage_thread, StorageRuntime};
-use crate::sql::Db;
+use crate::sql::{Db, MAX_BINDS};
 use crate::{AuditSink, AuditStats};
 
 /// At most this many records per transaction; a full batch is written without waiting for
@@ -77,7 +78,9 @@ pub(crate) fn factors_json(factors: &[String]) -> String {
 }
 
 pub(crate) struct AuditQueue {
-    pending: Mutex<VecDeque<PendingAudit>>,
+    /// Shared, so that the writer takes a batch without copying its strings (it leaves the
+    /// records in the queue until they are committed).
+    pending: Mutex<VecDeque<Arc<PendingAudit>>>,
     notify: Notify,
     capacity: usize,
     /// Queued records that make a batch worth writing at once: BATCH, or the whole buffer
@@ -111,7 +114,7 @@ impl AuditQueue {
         // it passes through 1 and through `full_batch` exactly when those wake-ups are due.
         let queued = match self.pending.lock() {
             Ok(mut q) if q.len() < self.capacity => {
-                q.push_back(record);
+                q.push_back(Arc::new(record));
                 Some(q.len())
             }
             _ => None,
@@ -141,7 +144,7 @@ impl AuditQueue {
     }
 
     /// The first records, left in the queue until [`AuditQueue::commit`].
-    fn peek(&self, n: usize) -> Vec<PendingAudit> {
+    fn peek(&self, n: usize) -> Vec<Arc<PendingAudit>> {
         self.pending
             .lock()
             .map(|q| q.iter().take(n).cloned().collect())
@@ -227,6 +230,8 @@ pub(crate) async fn writer(queue: Arc<AuditQueue>, db: Db) {
     let mut backoff = MIN_BACKOFF;
     let mut failing_since: Option<Instant> = None;
     let mut last_warning = Instant::now();
+    // Kept from one batch to the next (see `Db::audit_connection`); dropped after a failure.
+    let mut conn: Option<Conn> = None;
     loop {
         let Some(oldest) = queue.oldest() else {
             if queue.closing() {
@@ -246,11 +251,25 @@ pub(crate) async fn writer(queue: Arc<AuditQueue>, db: Db) {
         if batch.is_empty() {
             continue;
         }
-        let result = match tokio::time::timeout(WRITE_TIMEOUT, db.insert_audit(&batch)).await {
+        let attempt = async {
+            let c = match &mut conn {
+                Some(c) => c,
+                None => conn.insert(db.audit_connection().await?),
+            };
+            c.insert_audit(&batch, MAX_BINDS).await
+        };
+        let result = match tokio::time::timeout(WRITE_TIMEOUT, attempt).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".to_owned()),
         };
+        if result.is_err() {
+            // Whatever state it was left in (a transaction cut by the timeout, a broken
+            // socket), the next attempt starts from a fresh connection.
+            if let Some(c) = conn.take() {
+                c.discard();
+            }
+        }
         match result {
             Ok(()) => {
                 queue.commit(batch.len());
@@ -341,7 +360,7 @@ mod tests {
     //! when `JAKGUARD_TEST_POSTGRES_URL` is set (see `crate::testing`).
 
     use super::*;
-    use crate::sql::{connect, Database, MAX_BINDS};
+    use crate::sql::{connect, Database};
     use crate::{testing, StorageOptions};
 
     /// A fresh database per backend, each with its name for assertion messages.
@@ -485,6 +504,95 @@ mod tests {
                 (450, 300 * 2 + 150 * 3, true),
                 "{backend}"
             );
+        }
+    }
+
+    #[test]
+    fn batches_of_every_size_around_the_statement_sizes_are_written_completely() {
+        // Statements hold 1, 2, 4, ... 1,024 rows (see `bulk`): sizes on both sides of each
+        // boundary, with 0 to 3 cards per record so card counts fall anywhere too.
+        let mut sizes: Vec<usize> = (1..=20).collect();
+        for p in [32usize, 64, 128, 256, 512, 1024, 2048] {
+            sizes.extend([p - 1, p, p + 1]);
+        }
+        for (backend, d) in databases("batches_of_every_size_around_the_statement_sizes") {
+            let mut all = Vec::new();
+            let mut next = 0;
+            for &size in &sizes {
+                let batch: Vec<PendingAudit> = (next..next + size)
+                    .map(|n| record(n, (n * 7 + size) % 4))
+                    .collect();
+                next += size;
+                let (db, b) = (d.db.clone(), batch.clone());
+                run(&d, async move { db.insert_audit(&b).await })
+                    .unwrap_or_else(|e| panic!("{backend}: {size} records: {e}"));
+                all.extend(batch);
+            }
+            let cards = all.iter().map(|a| a.cards.len()).sum();
+            assert_eq!(stored(&d, &all), (all.len(), cards, true), "{backend}");
+        }
+    }
+
+    #[test]
+    fn a_retry_whose_stored_events_come_after_new_ones_is_rolled_back_and_redone() {
+        // The stored events sit in the batch's last statement, after statements of new
+        // events already executed: those must be undone and written again, once.
+        for (backend, d) in databases("a_retry_whose_stored_events_come_after_new_ones") {
+            let old: Vec<PendingAudit> = (0..5).map(|n| record(n, 2)).collect();
+            let mut batch: Vec<PendingAudit> = (5..305).map(|n| record(n, 1)).collect();
+            batch.extend(old.iter().cloned());
+            let early = vec![crate::tests::item("card-100-0")];
+            let (db, a, b) = (d.db.clone(), old.clone(), batch.clone());
+            run(&d, async move {
+                db.store_feedback("jakguard-order-sign", &early).await?;
+                db.insert_audit(&a).await.map_err(crate::sql::unavailable)?;
+                db.insert_audit(&b).await.map_err(crate::sql::unavailable)?;
+                db.insert_audit(&b).await.map_err(crate::sql::unavailable)
+            })
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+            assert_eq!(stored(&d, &batch), (305, 5 * 2 + 300, true), "{backend}");
+            let db = d.db.clone();
+            let feedback = run(&d, async move { db.all_feedback().await }).expect("readable");
+            assert!(feedback[0].card_known, "{backend}");
+        }
+    }
+
+    #[test]
+    fn the_writer_keeps_writing_after_a_failed_batch() {
+        // A failure drops the writer's connection; the next attempt takes a new one.
+        for (backend, d) in databases("the_writer_keeps_writing_after_a_failed_batch") {
+            let queue = writing(&d, Duration::from_millis(1));
+            queue.push(record(0, 1));
+            wait_until(Duration::from_secs(5), backend, || {
+                queue.stats().written == 1
+            });
+            // The table renamed away: the next batch fails, and is retried with backoff.
+            let db = d.db.clone();
+            run(&d, async move {
+                db.execute("ALTER TABLE audit_card RENAME TO audit_card_away")
+                    .await
+            })
+            .expect("renamed");
+            queue.push(record(1, 1));
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(
+                queue.stats().written,
+                1,
+                "{backend}: the write fails meanwhile"
+            );
+            let db = d.db.clone();
+            run(&d, async move {
+                db.execute("ALTER TABLE audit_card_away RENAME TO audit_card")
+                    .await
+            })
+            .expect("renamed back");
+            queue.push(record(2, 1));
+            wait_until(Duration::from_secs(10), backend, || {
+                queue.stats().written == 3
+            });
+            let db = d.db.clone();
+            let records = run(&d, async move { db.audit_records().await }).expect("readable");
+            assert_eq!(records.len(), 3, "{backend}");
         }
     }
 

@@ -20,6 +20,7 @@
 //! - nothing here logs patient data, card texts, comments or bodies.
 
 mod audit;
+mod bulk;
 mod options;
 mod patient;
 pub mod report;

@@ -7,7 +7,6 @@
 //! widths. Durability: SQLite in WAL mode with `synchronous = FULL` (a commit is on disk when
 //! it returns, even across a power cut); PostgreSQL's default synchronous commit.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -23,9 +22,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, SqlSafeStr};
+use sqlx::{Row, SqlSafeStr};
 
-use crate::audit::{self, AuditQueue, PendingAudit, SqlAudit};
+use crate::audit::{self, AuditQueue, SqlAudit};
+use crate::bulk::Conn;
 use crate::patient::{PatientHasher, SecretSource};
 use crate::report::{FeedbackRow, IssuedRow, Period, Report};
 use crate::runtime::StorageRuntime;
@@ -47,9 +47,9 @@ const SQLITE_MAX_CONNECTIONS: u32 = 4;
 /// Bound parameters per statement: SQLite accepts at most 32,766 (SQLITE_MAX_VARIABLE_NUMBER
 /// since 3.32), PostgreSQL 65,535; the lower of the two, so that one chunking fits both.
 pub(crate) const MAX_BINDS: usize = 32_766;
-/// Parameters per row of the audit inserts.
-const EVENT_COLUMNS: usize = 6;
-const CARD_COLUMNS: usize = 7;
+/// The audit writer's page cache, in KiB (negative: a size, not a page count). SQLite's
+/// default, 2 MiB, held less than the index pages a batch touches once the tables outgrew it.
+const AUDIT_CACHE_PRAGMA: &str = "PRAGMA cache_size = -32768";
 
 #[derive(Clone)]
 pub(crate) enum Db {
@@ -67,7 +67,7 @@ macro_rules! on_db {
     };
 }
 
-fn unavailable(e: sqlx::Error) -> StorageError {
+pub(crate) fn unavailable(e: sqlx::Error) -> StorageError {
     StorageError::Unavailable(e.to_string())
 }
 
@@ -284,89 +284,59 @@ impl Db {
             .collect())
     }
 
-    /// Writes a batch of audit records in one transaction. An event already there (a retry
-    /// after a commit whose answer was lost) is skipped with its cards. Feedback that arrived
-    /// before its card's audit record stops being flagged as unknown.
-    ///
-    /// A few multi-row statements per batch rather than a few per record: with SQLite every
-    /// statement is a round trip to the driver's worker thread. Their text varies with the
-    /// batch's size, so they are not kept in the connection's statement cache (they would
-    /// evict the fixed statements).
-    pub(crate) async fn insert_audit(&self, batch: &[PendingAudit]) -> Result<(), sqlx::Error> {
+    /// Writes a batch of audit records in one transaction, on a connection from the pool
+    /// (tests; the audit writer keeps its own, see [`Db::audit_connection`]).
+    #[cfg(test)]
+    pub(crate) async fn insert_audit<A: std::borrow::Borrow<audit::PendingAudit> + Sync>(
+        &self,
+        batch: &[A],
+    ) -> Result<(), sqlx::Error> {
         self.insert_audit_bounded(batch, MAX_BINDS).await
     }
 
     /// [`Db::insert_audit`] with at most `max_binds` parameters per statement (tests lower it
     /// to exercise the chunking).
-    pub(crate) async fn insert_audit_bounded(
+    #[cfg(test)]
+    pub(crate) async fn insert_audit_bounded<A: std::borrow::Borrow<audit::PendingAudit> + Sync>(
         &self,
-        batch: &[PendingAudit],
+        batch: &[A],
         max_binds: usize,
     ) -> Result<(), sqlx::Error> {
-        if batch.is_empty() {
-            return Ok(());
+        let mut conn = match self {
+            Db::Sqlite(pool) => Conn::Sqlite(pool.acquire().await?),
+            Db::Postgres(pool) => Conn::Postgres(pool.acquire().await?),
+        };
+        conn.insert_audit(batch, max_binds).await
+    }
+
+    /// A connection for the audit writer to keep between its transactions. Kept rather than
+    /// taken from the pool each time: the pool hands out its idle connections in turn, and a
+    /// SQLite connection whose database another connection wrote since its last use starts
+    /// with an empty page cache; with one connection the index pages every batch touches stay
+    /// cached, and so do its prepared statements. A larger cache than SQLite's 2 MiB default
+    /// keeps the interior pages of the indexes on random keys (patient hashes, card uuids) in
+    /// memory as the tables grow.
+    pub(crate) async fn audit_connection(&self) -> Result<Conn, sqlx::Error> {
+        match self {
+            Db::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                sqlx::query(AUDIT_CACHE_PRAGMA)
+                    .persistent(false)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(Conn::Sqlite(conn))
+            }
+            Db::Postgres(pool) => Ok(Conn::Postgres(pool.acquire().await?)),
         }
-        let events_per_statement = (max_binds / EVENT_COLUMNS).max(1);
-        let cards_per_statement = (max_binds / CARD_COLUMNS).max(1);
-        let uuids_per_statement = max_binds.max(1);
+    }
+
+    /// Runs one statement (tests that break the schema for a moment).
+    #[cfg(test)]
+    pub(crate) async fn execute(&self, sql: &'static str) -> Result<(), StorageError> {
         on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            // Only the events inserted now get their cards: a retried batch whose first
-            // attempt did commit inserts nothing twice.
-            let mut inserted: HashSet<String> = HashSet::with_capacity(batch.len());
-            for chunk in batch.chunks(events_per_statement) {
-                let mut q = QueryBuilder::new(
-                    "INSERT INTO audit_event (id, at_ms, service, hook_instance, patient_hash, card_count) ",
-                );
-                q.push_values(chunk, |mut row, a| {
-                    row.push_bind(&a.id)
-                        .push_bind(a.at_ms)
-                        .push_bind(&a.service)
-                        .push_bind(&a.hook_instance)
-                        .push_bind(&a.patient_hash)
-                        .push_bind(a.cards.len() as i64);
-                });
-                q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-                for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
-                    inserted.insert(row.try_get(0)?);
-                }
-            }
-            let cards: Vec<(&PendingAudit, &AuditCard)> = batch
-                .iter()
-                .filter(|a| inserted.contains(&a.id))
-                .flat_map(|a| a.cards.iter().map(move |c| (a, c)))
-                .collect();
-            for chunk in cards.chunks(cards_per_statement) {
-                let mut q = QueryBuilder::new(
-                    "INSERT INTO audit_card (event_id, at_ms, uuid, topic, indicator, molecule, factors) ",
-                );
-                q.push_values(chunk, |mut row, (a, c)| {
-                    row.push_bind(&a.id)
-                        .push_bind(a.at_ms)
-                        .push_bind(&c.uuid)
-                        .push_bind(&c.topic)
-                        .push_bind(&c.indicator)
-                        .push_bind(&c.molecule)
-                        .push_bind(audit::factors_json(&c.factors));
-                });
-                q.build().persistent(false).execute(&mut *tx).await?;
-            }
-            let mut uuids: Vec<&str> = cards.iter().map(|(_, c)| c.uuid.as_str()).collect();
-            uuids.sort_unstable();
-            uuids.dedup();
-            for chunk in uuids.chunks(uuids_per_statement) {
-                let mut q = QueryBuilder::new(
-                    "UPDATE feedback SET card_known = TRUE WHERE NOT card_known AND card_uuid IN (",
-                );
-                let mut list = q.separated(", ");
-                for uuid in chunk {
-                    list.push_bind(*uuid);
-                }
-                q.push(")");
-                q.build().persistent(false).execute(&mut *tx).await?;
-            }
-            tx.commit().await
-        })
+            sqlx::query(sql).execute(pool).await.map_err(unavailable)?;
+        });
+        Ok(())
     }
 
     pub(crate) async fn audit_records(&self) -> Result<Vec<StoredAudit>, StorageError> {
