@@ -10,6 +10,15 @@
 //! a full batch of events, against one when the text followed the size (each statement costs
 //! a round trip, and SQLite journals the pages it touches for itself, so fewer is better).
 //!
+//! On SQLite the rest after whole statements of the largest size goes in one statement of the
+//! next size up, padded with rows of NULLs that `INSERT ... SELECT * FROM (VALUES ...) WHERE
+//! column1 IS NOT NULL` leaves out (NULL never matches in the `IN` list of the feedback update):
+//! one statement per kind for a usual batch. Each statement costs SQLite more than its rows:
+//! inside a transaction it keeps a statement journal, a copy of each page the statement changes
+//! first, and a batch split in many statements copied the same hot index pages again and
+//! again. PostgreSQL keeps the exact split (its parameters are typed; NULL padding would need
+//! casts), whose cost there is a round trip per statement.
+//!
 //! Idempotence without `RETURNING`: an event already stored (a batch retried after a commit
 //! whose answer was lost) must not get its cards twice. The events are inserted with `ON
 //! CONFLICT (id) DO NOTHING` and the rows it reports written are counted; when they are all
@@ -92,6 +101,28 @@ fn params(sql: &mut String, style: Placeholders, first: usize, count: usize) {
     }
 }
 
+/// Padded split: whole statements of the largest size, then the rest in one statement of the
+/// next size up, filled with NULL rows; as (statement rows, real rows).
+pub(crate) fn padded(n: usize, max_rows: usize) -> Vec<(usize, usize)> {
+    let largest = ROWS
+        .iter()
+        .copied()
+        .find(|&s| s <= max_rows.max(1))
+        .unwrap_or(1);
+    let mut out = vec![(largest, largest); n / largest];
+    let rest = n % largest;
+    if rest > 0 {
+        let size = ROWS
+            .iter()
+            .rev()
+            .copied()
+            .find(|&s| s >= rest)
+            .unwrap_or(largest);
+        out.push((size, rest));
+    }
+    out
+}
+
 /// `prefix` followed by `rows` groups of `columns` placeholders, then `suffix`.
 fn values(style: Placeholders, prefix: &str, rows: usize, columns: usize, suffix: &str) -> String {
     let mut sql = String::with_capacity(prefix.len() + rows * columns * 7 + suffix.len());
@@ -115,23 +146,27 @@ struct Texts {
 impl Texts {
     fn new(style: Placeholders) -> Texts {
         let each = |f: &dyn Fn(usize) -> String| ROWS.iter().map(|&n| f(n)).collect();
+        let (open, close) = match style {
+            Placeholders::Question => ("SELECT * FROM (VALUES ", ") WHERE column1 IS NOT NULL"),
+            Placeholders::Numbered => ("VALUES ", ""),
+        };
         Texts {
             events: each(&|n| {
                 values(
                     style,
-                    "INSERT INTO audit_event (id, at_ms, service, hook_instance, patient_hash, card_count) VALUES ",
+                    &format!("INSERT INTO audit_event (id, at_ms, service, hook_instance, patient_hash, card_count) {open}"),
                     n,
                     EVENT_COLUMNS,
-                    " ON CONFLICT (id) DO NOTHING",
+                    &format!("{close} ON CONFLICT (id) DO NOTHING"),
                 )
             }),
             cards: each(&|n| {
                 values(
                     style,
-                    "INSERT INTO audit_card (event_id, at_ms, uuid, topic, indicator, molecule, factors) VALUES ",
+                    &format!("INSERT INTO audit_card (event_id, at_ms, uuid, topic, indicator, molecule, factors) {open}"),
                     n,
                     CARD_COLUMNS,
-                    "",
+                    close,
                 )
             }),
             known: each(&|n| {
@@ -198,13 +233,21 @@ impl Conn {
         max_binds: usize,
     ) -> Result<bool, sqlx::Error> {
         let t = Texts::of(self);
+        let pad = matches!(self, Conn::Sqlite(_));
+        let plan = move |n: usize, max: usize| -> Vec<(usize, usize)> {
+            if pad {
+                padded(n, max)
+            } else {
+                split(n, max).into_iter().map(|r| (r, r)).collect()
+            }
+        };
         on_conn!(self, c => {
             let mut tx = Connection::begin(&mut **c).await?;
             let mut rest = batch;
-            for rows in split(batch.len(), max_binds / EVENT_COLUMNS) {
+            for (size, rows) in plan(batch.len(), max_binds / EVENT_COLUMNS) {
                 let (chunk, tail) = rest.split_at(rows);
                 rest = tail;
-                let mut q = sqlx::query(text(&t.events, rows));
+                let mut q = sqlx::query(text(&t.events, size));
                 for a in chunk {
                     let a = a.borrow();
                     q = q
@@ -214,6 +257,10 @@ impl Conn {
                         .bind(a.hook_instance.as_str())
                         .bind(a.patient_hash.as_str())
                         .bind(a.cards.len() as i64);
+                }
+                for _ in rows..size {
+                    q = q.bind(None::<&str>).bind(None::<i64>).bind(None::<&str>)
+                        .bind(None::<&str>).bind(None::<&str>).bind(None::<i64>);
                 }
                 if q.execute(&mut *tx).await?.rows_affected() != rows as u64 {
                     tx.rollback().await?;
@@ -226,10 +273,10 @@ impl Conn {
                 .flat_map(|a| a.cards.iter().map(move |c| (a, c)))
                 .collect();
             let mut rest = cards.as_slice();
-            for rows in split(cards.len(), max_binds / CARD_COLUMNS) {
+            for (size, rows) in plan(cards.len(), max_binds / CARD_COLUMNS) {
                 let (chunk, tail) = rest.split_at(rows);
                 rest = tail;
-                let mut q = sqlx::query(text(&t.cards, rows));
+                let mut q = sqlx::query(text(&t.cards, size));
                 for (a, c) in chunk {
                     q = q
                         .bind(a.id.as_str())
@@ -240,18 +287,25 @@ impl Conn {
                         .bind(c.molecule.as_deref())
                         .bind(factors_json(&c.factors));
                 }
+                for _ in rows..size {
+                    q = q.bind(None::<&str>).bind(None::<i64>).bind(None::<&str>).bind(None::<&str>)
+                        .bind(None::<&str>).bind(None::<&str>).bind(None::<&str>);
+                }
                 q.execute(&mut *tx).await?;
             }
             let mut uuids: Vec<&str> = cards.iter().map(|(_, c)| c.uuid.as_str()).collect();
             uuids.sort_unstable();
             uuids.dedup();
             let mut rest = uuids.as_slice();
-            for rows in split(uuids.len(), max_binds) {
+            for (size, rows) in plan(uuids.len(), max_binds) {
                 let (chunk, tail) = rest.split_at(rows);
                 rest = tail;
-                let mut q = sqlx::query(text(&t.known, rows));
+                let mut q = sqlx::query(text(&t.known, size));
                 for uuid in chunk {
                     q = q.bind(*uuid);
+                }
+                for _ in rows..size {
+                    q = q.bind(None::<&str>);
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -327,6 +381,26 @@ mod tests {
     }
 
     #[test]
+    fn a_padded_split_uses_one_statement_for_the_rest() {
+        assert_eq!(padded(275, 5461), [(512, 275)]);
+        assert_eq!(
+            padded(3000, 5461),
+            [(1024, 1024), (1024, 1024), (1024, 952)]
+        );
+        assert_eq!(padded(5, 2), [(2, 2), (2, 2), (1, 1)]);
+        assert_eq!(padded(0, 100), []);
+        for max_rows in [1, 2, 13, 5461] {
+            for n in 0..2100 {
+                let plan = padded(n, max_rows);
+                assert_eq!(plan.iter().map(|p| p.1).sum::<usize>(), n);
+                assert!(plan.iter().all(|&(size, rows)| ROWS.contains(&size)
+                    && size <= max_rows.max(1)
+                    && rows <= size));
+            }
+        }
+    }
+
+    #[test]
     fn statement_texts_number_every_placeholder() {
         let t = Texts::new(Placeholders::Numbered);
         assert!(text(&t.events, 4)
@@ -334,7 +408,9 @@ mod tests {
         assert!(text(&t.cards, 1).ends_with("VALUES ($1, $2, $3, $4, $5, $6, $7)"));
         assert!(text(&t.known, 4).ends_with("IN ($1, $2, $3, $4)"));
         let t = Texts::new(Placeholders::Question);
-        assert!(text(&t.events, 4).ends_with("(?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"));
+        assert!(text(&t.events, 4).ends_with(
+            "(?, ?, ?, ?, ?, ?)) WHERE column1 IS NOT NULL ON CONFLICT (id) DO NOTHING"
+        ));
         assert_eq!(text(&t.cards, 16).matches('?').count(), 16 * CARD_COLUMNS);
         assert!(text(&t.known, 4).ends_with("IN (?, ?, ?, ?)"));
     }
