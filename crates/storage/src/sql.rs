@@ -49,7 +49,9 @@ const SQLITE_MAX_CONNECTIONS: u32 = 4;
 pub(crate) const MAX_BINDS: usize = 32_766;
 /// The audit writer's page cache, in KiB (negative: a size, not a page count). SQLite's
 /// default, 2 MiB, held less than the index pages a batch touches once the tables outgrew it.
-const AUDIT_CACHE_PRAGMA: &str = "PRAGMA cache_size = -32768";
+/// 8 MiB, not more: the cache is resident memory, and 32 MiB took the service to 99 MB under
+/// `scripts/load.sh` (budget: under 100 MB) for a few microseconds per call.
+const AUDIT_CACHE_PRAGMA: &str = "PRAGMA cache_size = -8192";
 
 #[derive(Clone)]
 pub(crate) enum Db {
