@@ -751,6 +751,27 @@ mod tests {
         }
     }
 
+    /// The dose update of `MedicationRequest/d1` whose JSON is `raw`.
+    fn dose_update_of(
+        k: &Knowledge,
+        raw: &str,
+        strength: Option<f64>,
+        d: &DoseFinding,
+        proposed: &str,
+    ) -> Option<Box<RawValue>> {
+        let draft_raw = |_: &str| Some(raw);
+        let strength_mg = |_: &str| strength;
+        let ctx = RenderContext {
+            k,
+            lang: Lang::En,
+            service_id: "jakguard-order-sign",
+            hook_instance: "h",
+            draft_raw: &draft_raw,
+            strength_mg: &strength_mg,
+        };
+        updated_order(&ctx, "MedicationRequest/d1", d, proposed)
+    }
+
     /// The EHR's order goes back as written except the first dosage instruction's text, timing
     /// and dose; `expected` is the whole resource, byte for byte.
     #[test]
@@ -820,18 +841,8 @@ mod tests {
             ),
         ];
         for (raw, strength, expected) in cases {
-            let draft_raw = |_: &str| Some(raw);
-            let strength_mg = |_: &str| strength;
-            let ctx = RenderContext {
-                k: &k,
-                lang: Lang::En,
-                service_id: "jakguard-order-sign",
-                hook_instance: "h",
-                draft_raw: &draft_raw,
-                strength_mg: &strength_mg,
-            };
-            let got = updated_order(&ctx, "MedicationRequest/d1", &d, "5 mg twice")
-                .expect("an updated order");
+            let got =
+                dose_update_of(&k, raw, strength, &d, "5 mg twice").expect("an updated order");
             assert_eq!(got.get(), expected, "{raw}");
             serde_json::from_str::<serde_json::Value>(got.get()).expect("valid JSON");
         }
@@ -842,20 +853,7 @@ mod tests {
         let k = Knowledge::embedded().expect("the embedded knowledge");
         let d = NO_DOSE.clone();
         for raw in ["[1,2]", "\"x\"", "null", "{\"id\":"] {
-            let draft_raw = |_: &str| Some(raw);
-            let strength_mg = |_: &str| None;
-            let ctx = RenderContext {
-                k: &k,
-                lang: Lang::En,
-                service_id: "jakguard-order-sign",
-                hook_instance: "h",
-                draft_raw: &draft_raw,
-                strength_mg: &strength_mg,
-            };
-            assert!(
-                updated_order(&ctx, "MedicationRequest/d1", &d, "x").is_none(),
-                "{raw}"
-            );
+            assert!(dose_update_of(&k, raw, None, &d, "x").is_none(), "{raw}");
         }
     }
 
