@@ -69,6 +69,51 @@ macro_rules! on_db {
     };
 }
 
+/// Start-up's connection: attempts until one succeeds or [`CONNECT_PATIENCE`] has passed (a
+/// database started at the same time as the service, or a disk slow to sync, gets that long).
+/// Only errors `retryable` accepts are tried again; any other stops start-up at once.
+async fn with_patience<T, F, Fut>(
+    retryable: fn(&sqlx::Error) -> bool,
+    attempt: F,
+) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    retry_for(
+        CONNECT_PATIENCE,
+        Duration::from_millis(500),
+        retryable,
+        attempt,
+    )
+    .await
+}
+
+/// Attempts until one succeeds, fails with an error not `retryable`, or `patience` has
+/// passed; `pause` apart.
+async fn retry_for<T, F, Fut>(
+    patience: Duration,
+    pause: Duration,
+    retryable: fn(&sqlx::Error) -> bool,
+    mut attempt: F,
+) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match attempt().await {
+            Ok(pool) => return Ok(pool),
+            Err(e) if !retryable(&e) || tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "storage: database not reachable yet; retrying");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
 pub(crate) fn unavailable(e: sqlx::Error) -> StorageError {
     StorageError::Unavailable(e.to_string())
 }
@@ -107,36 +152,38 @@ impl Db {
                     // play no part in crash recovery) in memory: a multi-row audit insert
                     // otherwise spills its journal to a temporary file past 64 KiB.
                     .pragma("temp_store", "memory");
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(max_connections.clamp(1, SQLITE_MAX_CONNECTIONS))
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .map_err(|e| connect_error(e.to_string()))?;
+                // Retried like a server's: opening a new database in WAL mode with full
+                // synchronisation waits on fsync, which a busy disk (a CI machine compiling
+                // next to the service) can hold past the pool's 2 s acquire timeout.
+                // Only a timeout: a file that cannot be opened (a directory, no permission)
+                // will not open on a second try.
+                let slow = |e: &sqlx::Error| matches!(e, sqlx::Error::PoolTimedOut);
+                let pool = with_patience(slow, || {
+                    SqlitePoolOptions::new()
+                        .max_connections(max_connections.clamp(1, SQLITE_MAX_CONNECTIONS))
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
+                        .connect_with(options.clone())
+                })
+                .await
+                .map_err(|e| connect_error(e.to_string()))?;
                 Ok(Db::Sqlite(pool))
             }
             Backend::Postgres(url) => {
                 let options = PgConnectOptions::from_str(url)
                     .map_err(|e| connect_error(e.to_string()))?
                     .application_name("jakguard");
-                let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
-                loop {
-                    let attempt = PgPoolOptions::new()
-                        .max_connections(max_connections.max(1))
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .connect_with(options.clone())
-                        .await;
-                    match attempt {
-                        Ok(pool) => return Ok(Db::Postgres(pool)),
-                        Err(e) if tokio::time::Instant::now() >= deadline => {
-                            return Err(connect_error(e.to_string()))
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "storage: database not reachable yet; retrying");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                    }
-                }
+                let pool = with_patience(
+                    |_| true,
+                    || {
+                        PgPoolOptions::new()
+                            .max_connections(max_connections.max(1))
+                            .acquire_timeout(ACQUIRE_TIMEOUT)
+                            .connect_with(options.clone())
+                    },
+                )
+                .await
+                .map_err(|e| connect_error(e.to_string()))?;
+                Ok(Db::Postgres(pool))
             }
             Backend::Memory => Err(OpenError::Config("the memory store has no database".into())),
         }
@@ -685,5 +732,64 @@ impl Database {
     pub fn audit_records(&self) -> Result<Vec<StoredAudit>, StorageError> {
         let db = self.db.clone();
         self.rt.block_on(async move { db.audit_records().await })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime")
+            .block_on(f)
+    }
+
+    /// Start-up keeps trying: a database (or a disk) slow to answer the first attempts is
+    /// waited for, and only an attempt still failing at the deadline stops the service.
+    #[test]
+    fn start_up_retries_the_connection_until_its_patience_runs_out() {
+        let pause = Duration::from_millis(10);
+        let mut calls = 0;
+        let any = |_: &sqlx::Error| true;
+        let got = block_on(retry_for(Duration::from_secs(5), pause, any, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(sqlx::Error::PoolTimedOut)
+                } else {
+                    Ok(n)
+                }
+            }
+        }));
+        assert_eq!(got.ok(), Some(3));
+
+        let started = std::time::Instant::now();
+        let got: Result<(), _> = block_on(retry_for(
+            Duration::from_millis(100),
+            pause,
+            any,
+            || async { Err(sqlx::Error::PoolTimedOut) },
+        ));
+        assert!(matches!(got, Err(sqlx::Error::PoolTimedOut)));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+
+        // An error that is not worth retrying stops at the first attempt.
+        let mut calls = 0;
+        let timeouts_only = |e: &sqlx::Error| matches!(e, sqlx::Error::PoolTimedOut);
+        let got: Result<(), _> = block_on(retry_for(
+            Duration::from_secs(5),
+            pause,
+            timeouts_only,
+            || {
+                calls += 1;
+                async { Err(sqlx::Error::PoolClosed) }
+            },
+        ));
+        assert!(matches!(got, Err(sqlx::Error::PoolClosed)));
+        assert_eq!(calls, 1);
     }
 }
