@@ -239,18 +239,8 @@ pub struct Bundle<'a> {
 }
 
 impl<'a> Bundle<'a> {
+    /// The entries, the next-page link, and what could not be read.
     pub(crate) fn into_entries(self) -> Fetched<'a> {
-        let (entries, next, unreadable) = self.into_entries_with_raw();
-        Fetched::Resources {
-            resources: entries.into_iter().map(|(e, _)| e).collect(),
-            next,
-            unreadable,
-        }
-    }
-
-    /// The entries with each resource's raw text (draft orders send it back in suggestions),
-    /// the next-page link, and what could not be read.
-    pub(crate) fn into_entries_with_raw(self) -> EntriesWithRaw<'a> {
         let mut unreadable = Vec::new();
         if self.entry.has_bad() {
             unreadable.push("a Bundle entry".to_owned());
@@ -264,20 +254,28 @@ impl<'a> Bundle<'a> {
             }
             let Some(raw) = e.resource else { continue };
             match crate::lenient::parse::<RawResource>(raw.get()) {
-                Ok(resource) => resources.push((
-                    Entry {
-                        full_url: e
-                            .full_url
-                            .as_ref()
-                            .and_then(|u| u.ok().map(|u| u.0.clone())),
-                        resource,
-                    },
-                    raw,
-                )),
+                Ok(resource) => resources.push(e.entry(resource)),
                 Err(_) => unreadable.push(format!("Bundle entry {}", i + 1)),
             }
         }
-        (resources, next_link(&self.link), unreadable)
+        Fetched::Resources {
+            resources,
+            next: next_link(&self.link),
+            unreadable,
+        }
+    }
+}
+
+impl<'a> REntry<'a> {
+    /// This entry with its resource read.
+    fn entry(&self, resource: RawResource<'a>) -> Entry<'a> {
+        Entry {
+            full_url: self
+                .full_url
+                .as_ref()
+                .and_then(|u| u.ok().map(|u| u.0.clone())),
+            resource,
+        }
     }
 }
 
@@ -318,16 +316,7 @@ impl<'a> Bundle<'a> {
             };
             let Some(raw) = e.resource else { continue };
             match crate::lenient::parse::<RawResource>(raw.get()) {
-                Ok(resource) => out.push(DraftEntry::Read(
-                    Entry {
-                        full_url: e
-                            .full_url
-                            .as_ref()
-                            .and_then(|u| u.ok().map(|u| u.0.clone())),
-                        resource,
-                    },
-                    raw,
-                )),
+                Ok(resource) => out.push(DraftEntry::Read(e.entry(resource), raw)),
                 Err(_) => {
                     if let Some(reference) = unreadable_draft(raw) {
                         out.push(DraftEntry::Unreadable(reference));
@@ -375,9 +364,6 @@ fn unreadable_draft(raw: &RawValue) -> Option<ResourceRef> {
         )),
     }
 }
-
-/// Entries with their raw resource text, the next-page link, and what could not be read.
-pub(crate) type EntriesWithRaw<'a> = (Vec<(Entry<'a>, &'a RawValue)>, Option<String>, Vec<String>);
 
 fn next_link(links: &Many<RLink<'_>>) -> Option<String> {
     links
