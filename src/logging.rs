@@ -552,25 +552,11 @@ fn put_digits(digits: &mut [u8], mut n: u32) {
     }
 }
 
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`): eras of 400 years, each starting on a March 1st so that the leap day is
-/// the last day of its year.
+/// The date of a day counted from 1970-01-01, as `(year, month, day)`: the rules crate's
+/// conversion (Howard Hinnant's `civil_from_days`), not a second copy of it.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097); // [0, 146096]
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365; // [0, 399]
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100); // [0, 365]
-    let month_from_march = (5 * day_of_year + 2) / 153; // [0, 11]
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32; // [1, 31]
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let d = jakguard_rules::Date::from_days_since_epoch(days);
+    (i64::from(d.year), u32::from(d.month), u32::from(d.day))
 }
 
 #[cfg(test)]
