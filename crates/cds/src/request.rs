@@ -223,7 +223,7 @@ pub fn parse_by_parts<'a>(body: &'a [u8], service: &Service) -> Reading<'a> {
 
 /// The one-pass reading; `None` when anything in the body is malformed or unusual.
 fn read_in_one_pass(text: &str) -> Option<Fields<'_>> {
-    let env: OnePassEnvelope = jakguard_fhir::lenient::parse_strict(text).ok()?;
+    let env: OnePassEnvelope = jakguard_fhir::lenient::parse_one_pass(text).ok()?;
     Some(env.into_fields(ContextField::Read, |p| {
         PrefetchField::Read(p.map(|p| p.0).unwrap_or_default())
     }))

@@ -53,13 +53,19 @@ pub fn parse_strict<'de, T: Deserialize<'de>>(text: &'de str) -> serde_json::Res
     serde_json::from_str::<T>(text)
 }
 
+/// [`parse_strict`] with [`crate::scan`]'s deserializer instead of serde_json's: the same
+/// result whenever it succeeds, for less work, and more often an error (which the caller's
+/// fallback reads). For the one-pass readings, whose reference is read with serde_json.
+pub fn parse_one_pass<'de, T: Deserialize<'de>>(text: &'de str) -> serde_json::Result<T> {
+    let _strict = StrictPass::enter();
+    crate::scan::from_str::<T>(text)
+}
+
 /// Reads `T` from `text` as `serde_json::from_str` would with the wrappers lenient, in one pass
 /// when the value is well formed (see the module's documentation).
 pub fn parse<'de, T: Deserialize<'de>>(text: &'de str) -> serde_json::Result<T> {
-    let fast = {
-        let _strict = StrictPass::enter();
-        serde_json::from_str::<T>(text)
-    };
+    // The strict pass with crate::scan: whenever it succeeds it gives what serde_json's would.
+    let fast = parse_one_pass::<T>(text);
     match fast {
         Ok(v) => Ok(v),
         // Something is malformed (or merely unusual, such as a single `contained` object):

@@ -11,6 +11,7 @@
 
 pub mod lenient;
 mod resources;
+pub mod scan;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -56,7 +57,7 @@ pub fn read_value(raw: &RawValue) -> Fetched<'_> {
     if text == "null" {
         return Fetched::Null;
     }
-    if let Ok(InPlace(fetched)) = lenient::parse_strict::<InPlace>(text) {
+    if let Ok(InPlace(fetched)) = lenient::parse_one_pass::<InPlace>(text) {
         return fetched;
     }
     read_value_by_parts(raw)

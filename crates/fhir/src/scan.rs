@@ -1,0 +1,938 @@
+//! A strict JSON deserializer for the one-pass reading, cheaper than serde_json's on the bodies
+//! EHRs send.
+//!
+//! The profile of the running service put serde_json's scanning (skipping the elements
+//! jakguard does not read, finding keys, eating indentation) at about 250 k instructions of a
+//! 600 k-instruction call, more than the floor's whole `IgnoredAny` pass. Half of the bytes of a
+//! pretty-printed FHIR body are whitespace, eaten there one byte at a time, and most of the rest
+//! is skipped. This deserializer does the same work with fewer steps: indentation and strings
+//! are scanned eight bytes at a time, and a skipped value is walked by one loop with its
+//! brackets on a bit stack.
+//!
+//! Invariant: **whenever [`from_str`] succeeds, it gives what `serde_json::from_str` gives for
+//! the same text and type**, so the one-pass reading it serves needs no reference of its own.
+//! It gets there by accepting less, never more, and by handing serde_json every value whose
+//! meaning it does not decide itself:
+//! - what it decides: structure (objects, arrays, commas, colons, whitespace), strings without
+//!   escapes, `null` before an `Option`, and values skipped unread; each checked as serde_json
+//!   checks it, or more strictly;
+//! - what it hands over: numbers, booleans, strings with escapes, and `RawValue`s. Their exact
+//!   span is found first and serde_json reads that span with the same request, so numbers round
+//!   the same way and escapes decode the same way;
+//! - what it refuses (an error, so that the caller falls back to the exact reading): keys with
+//!   escapes, a struct written as an array, nesting deeper than [`MAX_DEPTH`], keys read as
+//!   anything but strings.
+//!
+//! Its errors carry no position: the caller never shows them, it reads the body again with
+//! serde_json, which names the cause. `tests` below holds it to serde_json on a table of
+//! well-formed and malformed texts and on random mutations of them.
+
+use serde::de::{self, DeserializeSeed, Visitor};
+use serde::Deserialize;
+
+/// serde_json's own error type, so that the values handed to serde_json fail through unchanged.
+pub type Error = serde_json::Error;
+
+/// The deepest nesting read: below serde_json's limit of 128, so that nothing serde_json refuses
+/// for depth is accepted here.
+pub const MAX_DEPTH: u32 = 100;
+
+/// The name serde_json's `RawValue` asks for (`serde_json::value::RawValue`'s token).
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// Reads `T` from `text` (see the module's invariant). Trailing whitespace only is allowed.
+pub fn from_str<'de, T: Deserialize<'de>>(text: &'de str) -> Result<T, Error> {
+    let mut de = Deserializer {
+        text,
+        pos: 0,
+        depth: 0,
+    };
+    let value = T::deserialize(&mut de)?;
+    de.skip_ws();
+    if de.pos != text.len() {
+        return Err(fail("trailing characters"));
+    }
+    Ok(value)
+}
+
+#[cold]
+fn fail(msg: &'static str) -> Error {
+    de::Error::custom(msg)
+}
+
+const ONES: u64 = u64::MAX / 255;
+const HIGH: u64 = ONES << 7;
+
+/// Bit `8k + 7` set for every byte `k` of `chunk` that ends an unescaped run of string content:
+/// `"`, `\` or a control character. Only the lowest set bit is exact, which is the one used.
+#[inline(always)]
+fn string_stops(chunk: u64) -> u64 {
+    let ctrl = chunk.wrapping_sub(ONES * 0x20) & !chunk;
+    let q = chunk ^ (ONES * u64::from(b'"'));
+    let quote = q.wrapping_sub(ONES) & !q;
+    let b = chunk ^ (ONES * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(ONES) & !b;
+    (ctrl | quote | backslash) & HIGH
+}
+
+/// The eight bytes at `pos`, little-endian, when there are eight.
+#[inline(always)]
+fn chunk_at(b: &[u8], pos: usize) -> Option<u64> {
+    let eight: [u8; 8] = b.get(pos..pos.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(eight))
+}
+
+/// A string's span: where its content ends (at the closing quote) and whether it has escapes.
+struct StrSpan {
+    end: usize,
+    escaped: bool,
+}
+
+pub struct Deserializer<'de> {
+    text: &'de str,
+    pos: usize,
+    depth: u32,
+}
+
+impl<'de> Deserializer<'de> {
+    #[inline(always)]
+    fn bytes(&self) -> &'de [u8] {
+        self.text.as_bytes()
+    }
+
+    #[inline(always)]
+    fn peek(&self) -> Option<u8> {
+        self.bytes().get(self.pos).copied()
+    }
+
+    /// Skips JSON whitespace (space, tab, line feed, carriage return), runs of spaces eight at
+    /// a time: the indentation of a pretty-printed body.
+    #[inline(always)]
+    fn skip_ws(&mut self) {
+        let b = self.bytes();
+        loop {
+            match b.get(self.pos) {
+                Some(b' ' | b'\n' | b'\t' | b'\r') => {}
+                _ => return,
+            }
+            self.pos += 1;
+            while chunk_at(b, self.pos) == Some(ONES * 0x20) {
+                self.pos += 8;
+            }
+        }
+    }
+
+    /// Skips whitespace and returns the next byte, or fails at the end of the text.
+    #[inline(always)]
+    fn next_token(&mut self) -> Result<u8, Error> {
+        self.skip_ws();
+        self.peek()
+            .ok_or_else(|| fail("unexpected end of the text"))
+    }
+
+    /// Expects `byte` after optional whitespace and eats it.
+    #[inline(always)]
+    fn expect(&mut self, byte: u8) -> Result<(), Error> {
+        if self.next_token()? != byte {
+            return Err(fail("unexpected character"));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// With `pos` just after an opening quote, finds the closing quote; checks escapes and
+    /// refuses control characters as serde_json does. Leaves `pos` after the closing quote.
+    #[inline(always)]
+    fn scan_str(&mut self) -> Result<StrSpan, Error> {
+        let b = self.bytes();
+        let mut escaped = false;
+        loop {
+            while let Some(chunk) = chunk_at(b, self.pos) {
+                let stops = string_stops(chunk);
+                if stops != 0 {
+                    self.pos += (stops.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                self.pos += 8;
+            }
+            // The stop found above, or the last bytes of the text one at a time.
+            match b.get(self.pos) {
+                None => return Err(fail("unterminated string")),
+                Some(b'"') => {
+                    let end = self.pos;
+                    self.pos += 1;
+                    return Ok(StrSpan { end, escaped });
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    self.skip_escape()?;
+                }
+                Some(0..=0x1f) => return Err(fail("control character in a string")),
+                Some(_) => self.pos += 1,
+            }
+        }
+    }
+
+    /// With `pos` on a backslash, checks and skips one escape (`\uXXXX` is not checked for
+    /// surrogates, as serde_json's skipping does not; its reading does, and strings with escapes
+    /// are read by serde_json).
+    fn skip_escape(&mut self) -> Result<(), Error> {
+        let b = self.bytes();
+        match b.get(self.pos + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
+            Some(b'u') => {
+                let hex = b
+                    .get(self.pos + 2..self.pos + 6)
+                    .ok_or_else(|| fail("short escape"))?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(fail("invalid escape"));
+                }
+                self.pos += 6;
+            }
+            _ => return Err(fail("invalid escape")),
+        }
+        Ok(())
+    }
+
+    /// With `pos` on the first byte of a number, skips it as serde_json's grammar has it.
+    fn skip_number(&mut self) -> Result<(), Error> {
+        let b = self.bytes();
+        let digits = |pos: &mut usize| {
+            let start = *pos;
+            while b.get(*pos).is_some_and(u8::is_ascii_digit) {
+                *pos += 1;
+            }
+            *pos - start
+        };
+        let mut pos = self.pos;
+        if b.get(pos) == Some(&b'-') {
+            pos += 1;
+        }
+        match b.get(pos) {
+            Some(b'0') => {
+                pos += 1;
+                if b.get(pos).is_some_and(u8::is_ascii_digit) {
+                    return Err(fail("leading zero"));
+                }
+            }
+            Some(b'1'..=b'9') => {
+                digits(&mut pos);
+            }
+            _ => return Err(fail("invalid number")),
+        }
+        if b.get(pos) == Some(&b'.') {
+            pos += 1;
+            if digits(&mut pos) == 0 {
+                return Err(fail("invalid number"));
+            }
+        }
+        if let Some(b'e' | b'E') = b.get(pos) {
+            pos += 1;
+            if let Some(b'+' | b'-') = b.get(pos) {
+                pos += 1;
+            }
+            if digits(&mut pos) == 0 {
+                return Err(fail("invalid number"));
+            }
+        }
+        self.pos = pos;
+        Ok(())
+    }
+
+    /// With `pos` on its first byte, skips `null`, `true` or `false`.
+    fn skip_literal(&mut self, word: &[u8]) -> Result<(), Error> {
+        if !self
+            .bytes()
+            .get(self.pos..)
+            .is_some_and(|rest| rest.starts_with(word))
+        {
+            return Err(fail("invalid literal"));
+        }
+        self.pos += word.len();
+        Ok(())
+    }
+
+    /// With `pos` just after `{` or `,` in an object: a key, its colon, and the whitespace up to
+    /// the value.
+    #[inline(always)]
+    fn skip_key(&mut self) -> Result<(), Error> {
+        if self.next_token()? != b'"' {
+            return Err(fail("a key must be a string"));
+        }
+        self.pos += 1;
+        self.scan_str()?;
+        self.expect(b':')
+    }
+
+    /// Skips one value, checked as serde_json's `ignore_value` checks it (nesting is bounded
+    /// here, not there). One loop; the open brackets are bits of `stack`, 1 for an object.
+    fn skip_value(&mut self) -> Result<(), Error> {
+        let mut stack: u128 = 0;
+        let mut open: u32 = 0;
+        loop {
+            // A value is expected.
+            match self.next_token()? {
+                b'"' => {
+                    self.pos += 1;
+                    self.scan_str()?;
+                }
+                c @ (b'{' | b'[') => {
+                    if self.depth + open >= MAX_DEPTH {
+                        return Err(fail("nested too deeply"));
+                    }
+                    self.pos += 1;
+                    stack = (stack << 1) | u128::from(c == b'{');
+                    open += 1;
+                    let close = if c == b'{' { b'}' } else { b']' };
+                    if self.next_token()? != close {
+                        if c == b'{' {
+                            self.skip_key()?;
+                        }
+                        continue;
+                    }
+                    // Empty: closed below.
+                }
+                b'n' => self.skip_literal(b"null")?,
+                b't' => self.skip_literal(b"true")?,
+                b'f' => self.skip_literal(b"false")?,
+                b'-' | b'0'..=b'9' => self.skip_number()?,
+                _ => return Err(fail("expected a value")),
+            }
+            // After a value (or on the closing bracket of an empty one): close what ends here.
+            loop {
+                if open == 0 {
+                    return Ok(());
+                }
+                let in_object = stack & 1 == 1;
+                match self.next_token()? {
+                    b',' => {
+                        self.pos += 1;
+                        if in_object {
+                            self.skip_key()?;
+                        }
+                        break;
+                    }
+                    b'}' if in_object => {}
+                    b']' if !in_object => {}
+                    _ => return Err(fail("expected a comma or the end")),
+                }
+                self.pos += 1;
+                stack >>= 1;
+                open -= 1;
+            }
+        }
+    }
+
+    /// The span of the next value, skipped; for serde_json to read.
+    fn value_span(&mut self) -> Result<&'de str, Error> {
+        self.skip_ws();
+        let start = self.pos;
+        self.skip_value()?;
+        self.text
+            .get(start..self.pos)
+            .ok_or_else(|| fail("not on a character boundary"))
+    }
+
+    /// Hands the next value to serde_json: `read` makes the same request of it.
+    fn hand_over<T>(
+        &mut self,
+        read: impl FnOnce(
+            &mut serde_json::Deserializer<serde_json::de::StrRead<'de>>,
+        ) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let span = self.value_span()?;
+        let mut json = serde_json::Deserializer::from_str(span);
+        let value = read(&mut json)?;
+        json.end()?;
+        Ok(value)
+    }
+
+    /// A string without escapes, borrowed; `None` (nothing consumed) when it has escapes, for
+    /// serde_json to decode.
+    #[inline(always)]
+    fn plain_str(&mut self) -> Result<Option<&'de str>, Error> {
+        if self.next_token()? != b'"' {
+            return Err(fail("expected a string"));
+        }
+        let start = self.pos;
+        self.pos += 1;
+        let span = self.scan_str()?;
+        if span.escaped {
+            self.pos = start;
+            return Ok(None);
+        }
+        self.text
+            .get(start + 1..span.end)
+            .map(Some)
+            .ok_or_else(|| fail("not on a character boundary"))
+    }
+
+    fn enter(&mut self) -> Result<(), Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(fail("nested too deeply"));
+        }
+        self.depth += 1;
+        self.pos += 1;
+        Ok(())
+    }
+
+    fn read_map<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, Error> {
+        self.enter()?;
+        let mut access = Access {
+            de: self,
+            first: true,
+            done: false,
+        };
+        let value = visitor.visit_map(&mut access)?;
+        if !access.done {
+            // The visitor stopped early; serde_json refuses what is left.
+            return Err(fail("an object was not read to its end"));
+        }
+        self.depth -= 1;
+        Ok(value)
+    }
+
+    fn read_seq<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, Error> {
+        self.enter()?;
+        let mut access = Access {
+            de: self,
+            first: true,
+            done: false,
+        };
+        let value = visitor.visit_seq(&mut access)?;
+        if !access.done {
+            return Err(fail("an array was not read to its end"));
+        }
+        self.depth -= 1;
+        Ok(value)
+    }
+}
+
+/// Forwards each listed method to serde_json on the value's span.
+macro_rules! hand_over {
+    ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, Error> {
+                self.hand_over(|json| de::Deserializer::$method(json, $($arg,)* visitor))
+            }
+        )*
+    };
+}
+
+impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.next_token()? {
+            b'{' => self.read_map(visitor),
+            b'[' => self.read_seq(visitor),
+            b'"' => match self.plain_str()? {
+                Some(s) => visitor.visit_borrowed_str(s),
+                None => self.hand_over(|json| de::Deserializer::deserialize_any(json, visitor)),
+            },
+            _ => self.hand_over(|json| de::Deserializer::deserialize_any(json, visitor)),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if self.next_token()? == b'n' {
+            self.skip_literal(b"null")?;
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.plain_str()? {
+            Some(s) => visitor.visit_borrowed_str(s),
+            None => self.hand_over(|json| de::Deserializer::deserialize_str(json, visitor)),
+        }
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.next_token()? {
+            b'{' => self.read_map(visitor),
+            _ => Err(fail("expected an object")),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        // serde_json also reads a struct from an array; that is refused here (and read there).
+        self.deserialize_map(visitor)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.next_token()? {
+            b'[' => self.read_seq(visitor),
+            _ => Err(fail("expected an array")),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.skip_value()?;
+        visitor.visit_unit()
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        if name == RAW_VALUE_TOKEN {
+            // serde_json would scan the span once more to find it: it is already found.
+            let span = self.value_span()?;
+            return visitor.visit_map(RawSpan(Some(span)));
+        }
+        visitor.visit_newtype_struct(self)
+    }
+
+    hand_over! {
+        deserialize_bool(),
+        deserialize_i8(), deserialize_i16(), deserialize_i32(), deserialize_i64(),
+        deserialize_i128(),
+        deserialize_u8(), deserialize_u16(), deserialize_u32(), deserialize_u64(),
+        deserialize_u128(),
+        deserialize_f32(), deserialize_f64(),
+        deserialize_char(),
+        deserialize_bytes(), deserialize_byte_buf(),
+        deserialize_unit(),
+        deserialize_unit_struct(name: &'static str),
+        deserialize_tuple(len: usize),
+        deserialize_tuple_struct(name: &'static str, len: usize),
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]),
+    }
+}
+
+/// An object's or an array's members, as serde asks for them.
+struct Access<'a, 'de> {
+    de: &'a mut Deserializer<'de>,
+    first: bool,
+    /// The closing bracket was eaten.
+    done: bool,
+}
+
+impl<'de> Access<'_, 'de> {
+    /// Before a member: `true` when there is one, `false` (the bracket eaten) at the end.
+    #[inline(always)]
+    fn has_next(&mut self, close: u8) -> Result<bool, Error> {
+        let c = self.de.next_token()?;
+        if c == close && self.first {
+            self.de.pos += 1;
+            self.done = true;
+            return Ok(false);
+        }
+        if !self.first {
+            match c {
+                b',' => self.de.pos += 1,
+                _ if c == close => {
+                    self.de.pos += 1;
+                    self.done = true;
+                    return Ok(false);
+                }
+                _ => return Err(fail("expected a comma or the end")),
+            }
+        }
+        self.first = false;
+        Ok(true)
+    }
+}
+
+impl<'de> de::MapAccess<'de> for &mut Access<'_, 'de> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        if self.done || !self.has_next(b'}')? {
+            return Ok(None);
+        }
+        if self.de.next_token()? != b'"' {
+            return Err(fail("a key must be a string"));
+        }
+        // A key with escapes is refused: serde_json decodes it into a scratch buffer, and which
+        // visitor method it then calls differs by key type.
+        let key = self
+            .de
+            .plain_str()?
+            .ok_or_else(|| fail("a key with escapes"))?;
+        self.de.expect(b':')?;
+        seed.deserialize(Key(key)).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        seed.deserialize(&mut *self.de)
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for &mut Access<'_, 'de> {
+    type Error = Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        if self.done || !self.has_next(b']')? {
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.de).map(Some)
+    }
+}
+
+/// A `RawValue`'s span, handed to its visitor as serde_json's own deserializer hands it: one
+/// entry, the token as key and the text as a borrowed string. Were that protocol ever to
+/// change, `RawValue`s would be refused here (and every body read by the fallback), never
+/// misread: the tests below and the one-pass tests of the fixtures would fail.
+struct RawSpan<'de>(Option<&'de str>);
+
+impl<'de> de::MapAccess<'de> for RawSpan<'de> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        if self.0.is_none() {
+            return Ok(None);
+        }
+        seed.deserialize(de::value::BorrowedStrDeserializer::new(RAW_VALUE_TOKEN))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        let span = self
+            .0
+            .take()
+            .ok_or_else(|| fail("a raw value read twice"))?;
+        seed.deserialize(de::value::BorrowedStrDeserializer::new(span))
+    }
+}
+
+/// A key without escapes. Read as a string (what serde_json's keys give every string-like
+/// request) or skipped; any other request (a number from a key...) is refused.
+struct Key<'de>(&'de str);
+
+impl<'de> de::Deserializer<'de> for Key<'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_borrowed_str(self.0)
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_borrowed_str(self.0)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_borrowed_str(self.0)
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_borrowed_str(self.0)
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_unit()
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+        Err(fail("a key read as something else than a string"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct enum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use serde::de::IgnoredAny;
+    use serde_json::value::RawValue;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Every text this deserializer reads, serde_json reads to the same value; `must_read`
+    /// says it is also read here (a well-formed text this deserializer gave up on would cost
+    /// the fallback, and hide a bug behind it).
+    fn agrees(text: &str, must_read: bool) {
+        let json = serde_json::from_str::<Value>(text);
+        match from_str::<Value>(text) {
+            Ok(v) => assert_eq!(json.ok(), Some(v), "{text:?}"),
+            Err(e) => assert!(!must_read, "{text:?} not read: {e}"),
+        }
+        if from_str::<IgnoredAny>(text).is_ok() {
+            assert!(
+                serde_json::from_str::<IgnoredAny>(text).is_ok(),
+                "{text:?} skipped here, refused by serde_json"
+            );
+        } else {
+            assert!(!must_read, "{text:?} not skipped");
+        }
+    }
+
+    #[test]
+    fn well_formed_texts_read_as_serde_json_reads_them() {
+        let cases = [
+            "null",
+            " true ",
+            "false",
+            "0",
+            "-0",
+            "-0.0",
+            "12",
+            "-12.5e-3",
+            "1E+2",
+            "0.1",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "1.7976931348623157e308",
+            "5e-324",
+            "123456789012345678901234567890",
+            r#""""#,
+            r#""plain""#,
+            r#""caf\u00e9 \" \\ \/ \b\f\n\r\t""#,
+            r#""\ud83d\ude00""#,
+            "\"été\u{1F600}\"",
+            "[]",
+            "[ ]",
+            "{}",
+            "{ }",
+            "[1, [2, [3, {}]], {\"a\": []}]",
+            "{\"a\": {\"b\": {\"c\": [null, true, false, \"x\", 1.5]}}}",
+            "{\"a\":1,\"a\":2}",
+            "\n\t\r {\"k\" \n:\r\n \"v\"\t}\n  ",
+            &format!("{{\"a\":{}1{}}}", "[".repeat(99), "]".repeat(99)),
+            &format!("{{\"text\": \"{}\"}}", "x".repeat(1000)),
+            &format!("{{{}\"k\": 1}}", " ".repeat(1000)),
+        ];
+        for text in cases {
+            agrees(text, true);
+        }
+    }
+
+    #[test]
+    fn malformed_texts_are_refused_as_serde_json_refuses_them() {
+        let cases = [
+            "",
+            " ",
+            "nul",
+            "nulll",
+            "True",
+            "01",
+            "-",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "+1",
+            "0x10",
+            "1.5.2",
+            "\"unterminated",
+            "\"a\u{1}b\"",
+            "\"tab\tinside\"",
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\u12g4""#,
+            "[1,]",
+            "[,1]",
+            "[1 2]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{a:1}",
+            "{\"a\":}",
+            "{1:2}",
+            "[1}",
+            "{\"a\":1]",
+            "[",
+            "{",
+            "[1] [2]",
+            "{} x",
+            &format!("{}1{}", "[".repeat(101), "]".repeat(101)),
+            &format!("{}1{}", "[".repeat(200), "]".repeat(200)),
+        ];
+        for text in cases {
+            agrees(text, false);
+            assert!(from_str::<IgnoredAny>(text).is_err(), "{text:?} accepted");
+        }
+        // A lone surrogate is skipped by both, and refused by both when read.
+        agrees(r#""\ud800""#, false);
+        assert!(from_str::<Value>(r#""\ud800""#).is_err());
+        assert!(from_str::<IgnoredAny>(r#""\ud800""#).is_ok());
+    }
+
+    // Compared through Debug, which the dead-code lint does not count as a read.
+    #[allow(dead_code)]
+    #[derive(Debug, Deserialize)]
+    struct Shape<'a> {
+        #[serde(borrow)]
+        name: Option<Cow<'a, str>>,
+        value: Option<f64>,
+        count: Option<u32>,
+        flag: Option<bool>,
+        #[serde(borrow)]
+        raw: Option<&'a RawValue>,
+        boxed: Option<Box<RawValue>>,
+        #[serde(borrow, default)]
+        list: Vec<Shape<'a>>,
+    }
+
+    fn borrowed(s: &Shape<'_>) -> Vec<bool> {
+        let mut out = vec![matches!(s.name, Some(Cow::Borrowed(_)))];
+        out.extend(s.list.iter().flat_map(borrowed));
+        out
+    }
+
+    #[test]
+    fn typed_reads_give_serde_json_values_borrowing_alike() {
+        let cases = [
+            r#"{"name": "a", "value": 0.1, "count": 3, "flag": true, "raw": {"x": [1, "y"]}}"#,
+            r#"{"name": "caf\u00e9", "value": 1e-7, "list": [{"name": "b", "raw": 12.50}]}"#,
+            r#"{"name": null, "value": null, "raw": null, "unknown": {"deep": [[{}]]}}"#,
+            r#"{"value": 3, "count": 4294967295, "list": []}"#,
+            r#"{"raw": "  text  ", "name": "a\"b", "boxed": [ 1 , {"k": "\u00e9"} ]}"#,
+            "{\"raw\":\n  [1,\n   2] ,\"boxed\":true}",
+        ];
+        for text in cases {
+            let ours: Shape = from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let theirs: Shape = serde_json::from_str(text).unwrap();
+            assert_eq!(format!("{ours:?}"), format!("{theirs:?}"), "{text}");
+            assert_eq!(borrowed(&ours), borrowed(&theirs), "{text}");
+        }
+        // A wrong type, an out-of-range number, a repeated field: refused by both.
+        for text in [
+            r#"{"count": -1}"#,
+            r#"{"count": 1.5}"#,
+            r#"{"value": "1.5"}"#,
+            r#"{"name": 1}"#,
+            r#"{"flag": 1}"#,
+            r#"{"value": 1e400}"#,
+            r#"{"name": "a", "name": "b"}"#,
+            r#"{"list": {}}"#,
+        ] {
+            assert!(from_str::<Shape>(text).is_err(), "{text}");
+            assert!(serde_json::from_str::<Shape>(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn keys_with_escapes_and_structs_as_arrays_are_left_to_serde_json() {
+        for text in [
+            r#"{"n\u0061me": "a"}"#,
+            r#"["a", 1.0, 2, true, null, null, []]"#,
+        ] {
+            assert!(from_str::<Shape>(text).is_err(), "{text}");
+            assert!(serde_json::from_str::<Shape>(text).is_ok(), "{text}");
+        }
+    }
+
+    /// A small seedable generator (xorshift64*), so that a failure names its case.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
+        }
+    }
+
+    fn fixtures() -> Vec<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/requests");
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .expect("fixtures/requests")
+            .map(|e| e.expect("a directory entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| {
+                let name = p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                (name, std::fs::read_to_string(p).expect("a fixture"))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Bytes that change what JSON means, for the mutations below.
+    const SIGNIFICANT: &[u8] = b"\"\\{}[],:0123456789-+.eEntfulrsa \t\n\r\x01\x1f";
+
+    /// Every fixture (pretty-printed and compact), then thousands of byte-level mutations of
+    /// them: whatever this deserializer reads, serde_json reads alike, as a generic value, as
+    /// a skipped one and as the one-pass reading of every prefetch value.
+    #[test]
+    fn mutated_fixtures_never_read_differently_from_serde_json() {
+        let mut rng = Rng(2026);
+        let mut read = 0;
+        for (name, text) in fixtures() {
+            let value: Value = serde_json::from_str(&text).expect("a fixture is JSON");
+            let compact = serde_json::to_string(&value).expect("JSON");
+            agrees(&text, true);
+            agrees(&compact, true);
+            for base in [&text, &compact] {
+                for _ in 0..150 {
+                    let mut bytes = base.as_bytes().to_vec();
+                    for _ in 0..1 + rng.below(3) {
+                        let at = rng.below(bytes.len());
+                        match rng.below(3) {
+                            0 => bytes[at] = SIGNIFICANT[rng.below(SIGNIFICANT.len())],
+                            1 => {
+                                bytes.remove(at);
+                            }
+                            _ => bytes.insert(at, SIGNIFICANT[rng.below(SIGNIFICANT.len())]),
+                        }
+                    }
+                    let Ok(mutated) = std::str::from_utf8(&bytes) else {
+                        continue;
+                    };
+                    agrees(mutated, false);
+                    read += usize::from(from_str::<IgnoredAny>(mutated).is_ok());
+                }
+            }
+            for prefetched in value["prefetch"]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
+                let pretty = serde_json::to_string_pretty(prefetched).expect("JSON");
+                let ours = crate::lenient::parse_one_pass::<crate::InPlace>(&pretty);
+                let theirs = crate::lenient::parse_strict::<crate::InPlace>(&pretty);
+                match (ours, theirs) {
+                    (Ok(ours), Ok(theirs)) => {
+                        assert_eq!(format!("{:?}", ours.0), format!("{:?}", theirs.0), "{name}")
+                    }
+                    (Ok(_), Err(e)) => panic!("{name}: read here, refused by serde_json: {e}"),
+                    // Only the fixture that is malformed on purpose may be left to the fallback
+                    // (serde_json reads a struct written as an array; this deserializer
+                    // refuses it).
+                    (Err(e), Ok(_)) => assert!(name.contains("malformed"), "{name}: {e}"),
+                    (Err(_), Err(_)) => {}
+                }
+            }
+        }
+        // Some mutations stay well formed (a digit for a digit, a space for a space): the
+        // comparison above was not only of refusals.
+        assert!(read > 500, "only {read} mutated texts were read");
+    }
+}
