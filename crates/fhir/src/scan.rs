@@ -62,12 +62,13 @@ fn fail(msg: &'static str) -> Error {
 
 const ONES: u64 = u64::MAX / 255;
 const HIGH: u64 = ONES << 7;
+const SPACES: u64 = ONES * 0x20;
 
 /// Bit `8k + 7` set for every byte `k` of `chunk` that ends an unescaped run of string content:
 /// `"`, `\` or a control character. Only the lowest set bit is exact, which is the one used.
 #[inline(always)]
 fn string_stops(chunk: u64) -> u64 {
-    let ctrl = chunk.wrapping_sub(ONES * 0x20) & !chunk;
+    let ctrl = chunk.wrapping_sub(SPACES) & !chunk;
     let q = chunk ^ (ONES * u64::from(b'"'));
     let quote = q.wrapping_sub(ONES) & !q;
     let b = chunk ^ (ONES * u64::from(b'\\'));
@@ -82,10 +83,192 @@ fn chunk_at(b: &[u8], pos: usize) -> Option<u64> {
     Some(u64::from_le_bytes(eight))
 }
 
-/// A string's span: where its content ends (at the closing quote) and whether it has escapes.
-struct StrSpan {
-    end: usize,
-    escaped: bool,
+// The lexical layer: free functions from a position to the position after what they skip, so
+// that the position stays in a register; `None` when the text is malformed there.
+
+/// After JSON whitespace (space, tab, line feed, carriage return). Spaces are counted eight
+/// bytes at a time, without a branch per byte: the indentation of a pretty-printed body is
+/// half its bytes, and most tokens have no whitespace before them at all.
+#[inline(always)]
+fn after_ws(b: &[u8], mut pos: usize) -> usize {
+    if !matches!(b.get(pos), Some(b' ' | b'\n' | b'\t' | b'\r')) {
+        return pos;
+    }
+    loop {
+        if let Some(chunk) = chunk_at(b, pos) {
+            let not_spaces = chunk ^ SPACES;
+            if not_spaces == 0 {
+                pos += 8;
+                continue;
+            }
+            pos += (not_spaces.trailing_zeros() / 8) as usize;
+        }
+        match b.get(pos) {
+            Some(b' ' | b'\n' | b'\t' | b'\r') => pos += 1,
+            _ => return pos,
+        }
+    }
+}
+
+/// With `pos` just after an opening quote: after the closing quote, and whether the string has
+/// escapes. Escapes are checked and control characters refused as serde_json does (`\uXXXX`
+/// is not checked for surrogates, as serde_json's skipping does not; its reading does, and
+/// strings with escapes are read by serde_json).
+#[inline(always)]
+fn after_str(b: &[u8], mut pos: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
+    loop {
+        while let Some(chunk) = chunk_at(b, pos) {
+            let stops = string_stops(chunk);
+            if stops != 0 {
+                pos += (stops.trailing_zeros() / 8) as usize;
+                break;
+            }
+            pos += 8;
+        }
+        // The stop found above, or the last bytes of the text one at a time.
+        match *b.get(pos)? {
+            b'"' => return Some((pos + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                pos = after_escape(b, pos)?;
+            }
+            0..=0x1f => return None,
+            _ => pos += 1,
+        }
+    }
+}
+
+/// With `pos` on a backslash: after its escape.
+fn after_escape(b: &[u8], pos: usize) -> Option<usize> {
+    match *b.get(pos + 1)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(pos + 2),
+        b'u' if b.get(pos + 2..pos + 6)?.iter().all(u8::is_ascii_hexdigit) => Some(pos + 6),
+        _ => None,
+    }
+}
+
+/// After the digits at `pos`, and how many there were.
+#[inline(always)]
+fn after_digits(b: &[u8], mut pos: usize) -> (usize, usize) {
+    let start = pos;
+    while b.get(pos).is_some_and(u8::is_ascii_digit) {
+        pos += 1;
+    }
+    (pos, pos - start)
+}
+
+/// With `pos` on the first byte of a number: after it, by serde_json's grammar.
+fn after_number(b: &[u8], mut pos: usize) -> Option<usize> {
+    if b.get(pos) == Some(&b'-') {
+        pos += 1;
+    }
+    match *b.get(pos)? {
+        b'0' => {
+            pos += 1;
+            if b.get(pos).is_some_and(u8::is_ascii_digit) {
+                return None;
+            }
+        }
+        b'1'..=b'9' => pos = after_digits(b, pos).0,
+        _ => return None,
+    }
+    if b.get(pos) == Some(&b'.') {
+        let (end, n) = after_digits(b, pos + 1);
+        if n == 0 {
+            return None;
+        }
+        pos = end;
+    }
+    if let Some(b'e' | b'E') = b.get(pos) {
+        pos += 1;
+        if let Some(b'+' | b'-') = b.get(pos) {
+            pos += 1;
+        }
+        let (end, n) = after_digits(b, pos);
+        if n == 0 {
+            return None;
+        }
+        pos = end;
+    }
+    Some(pos)
+}
+
+/// With `pos` on its first byte: after `word` (`null`, `true` or `false`).
+#[inline(always)]
+fn after_literal(b: &[u8], pos: usize, word: &[u8]) -> Option<usize> {
+    b.get(pos..)?.starts_with(word).then_some(pos + word.len())
+}
+
+/// With `pos` where a member starts (after `{` or `,`): after its key, its colon and the
+/// whitespace up to the value.
+#[inline(always)]
+fn after_key(b: &[u8], pos: usize) -> Option<usize> {
+    let pos = after_ws(b, pos);
+    if b.get(pos) != Some(&b'"') {
+        return None;
+    }
+    let (pos, _) = after_str(b, pos + 1)?;
+    let pos = after_ws(b, pos);
+    (b.get(pos) == Some(&b':')).then(|| after_ws(b, pos + 1))
+}
+
+/// After one value, checked as serde_json's `ignore_value` checks it, nested at most
+/// `max_open` deep. One loop; the open brackets are the bits of `stack`, 1 for an object.
+fn after_value(b: &[u8], mut pos: usize, max_open: u32) -> Option<usize> {
+    let mut stack: u128 = 0;
+    let mut open: u32 = 0;
+    loop {
+        // A value is expected.
+        pos = after_ws(b, pos);
+        match *b.get(pos)? {
+            b'"' => pos = after_str(b, pos + 1)?.0,
+            c @ (b'{' | b'[') => {
+                if open >= max_open {
+                    return None;
+                }
+                stack = (stack << 1) | u128::from(c == b'{');
+                open += 1;
+                pos = after_ws(b, pos + 1);
+                // `{` + 2 is `}`, `[` + 2 is `]`.
+                if b.get(pos) != Some(&(c + 2)) {
+                    if c == b'{' {
+                        pos = after_key(b, pos)?;
+                    }
+                    continue;
+                }
+                // Empty: closed below.
+            }
+            b'n' => pos = after_literal(b, pos, b"null")?,
+            b't' => pos = after_literal(b, pos, b"true")?,
+            b'f' => pos = after_literal(b, pos, b"false")?,
+            b'-' | b'0'..=b'9' => pos = after_number(b, pos)?,
+            _ => return None,
+        }
+        // After a value (or on the closing bracket of an empty one): close what ends here.
+        loop {
+            if open == 0 {
+                return Some(pos);
+            }
+            let in_object = stack & 1 == 1;
+            pos = after_ws(b, pos);
+            match *b.get(pos)? {
+                b',' => {
+                    pos += 1;
+                    if in_object {
+                        pos = after_key(b, pos)?;
+                    }
+                    break;
+                }
+                b'}' if in_object => {}
+                b']' if !in_object => {}
+                _ => return None,
+            }
+            pos += 1;
+            stack >>= 1;
+            open -= 1;
+        }
+    }
 }
 
 pub struct Deserializer<'de> {
@@ -105,33 +288,9 @@ impl<'de> Deserializer<'de> {
         self.bytes().get(self.pos).copied()
     }
 
-    /// Skips JSON whitespace (space, tab, line feed, carriage return). Spaces are counted eight
-    /// bytes at a time, without a branch per byte: the indentation of a pretty-printed body is
-    /// half its bytes, and most tokens have no whitespace before them at all.
     #[inline(always)]
     fn skip_ws(&mut self) {
-        let b = self.bytes();
-        if !matches!(b.get(self.pos), Some(b' ' | b'\n' | b'\t' | b'\r')) {
-            return;
-        }
-        loop {
-            let Some(chunk) = chunk_at(b, self.pos) else {
-                // The last bytes of the text, one at a time.
-                while let Some(b' ' | b'\n' | b'\t' | b'\r') = b.get(self.pos) {
-                    self.pos += 1;
-                }
-                return;
-            };
-            let not_spaces = chunk ^ (ONES * 0x20);
-            self.pos += (not_spaces.trailing_zeros() / 8) as usize;
-            if not_spaces == 0 {
-                continue;
-            }
-            match b.get(self.pos) {
-                Some(b'\n' | b'\t' | b'\r') => self.pos += 1,
-                _ => return,
-            }
-        }
+        self.pos = after_ws(self.bytes(), self.pos);
     }
 
     /// Skips whitespace and returns the next byte, or fails at the end of the text.
@@ -152,187 +311,19 @@ impl<'de> Deserializer<'de> {
         Ok(())
     }
 
-    /// With `pos` just after an opening quote, finds the closing quote; checks escapes and
-    /// refuses control characters as serde_json does. Leaves `pos` after the closing quote.
-    #[inline(always)]
-    fn scan_str(&mut self) -> Result<StrSpan, Error> {
-        let b = self.bytes();
-        let mut escaped = false;
-        loop {
-            while let Some(chunk) = chunk_at(b, self.pos) {
-                let stops = string_stops(chunk);
-                if stops != 0 {
-                    self.pos += (stops.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                self.pos += 8;
-            }
-            // The stop found above, or the last bytes of the text one at a time.
-            match b.get(self.pos) {
-                None => return Err(fail("unterminated string")),
-                Some(b'"') => {
-                    let end = self.pos;
-                    self.pos += 1;
-                    return Ok(StrSpan { end, escaped });
-                }
-                Some(b'\\') => {
-                    escaped = true;
-                    self.skip_escape()?;
-                }
-                Some(0..=0x1f) => return Err(fail("control character in a string")),
-                Some(_) => self.pos += 1,
-            }
-        }
-    }
-
-    /// With `pos` on a backslash, checks and skips one escape (`\uXXXX` is not checked for
-    /// surrogates, as serde_json's skipping does not; its reading does, and strings with escapes
-    /// are read by serde_json).
-    fn skip_escape(&mut self) -> Result<(), Error> {
-        let b = self.bytes();
-        match b.get(self.pos + 1) {
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
-            Some(b'u') => {
-                let hex = b
-                    .get(self.pos + 2..self.pos + 6)
-                    .ok_or_else(|| fail("short escape"))?;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return Err(fail("invalid escape"));
-                }
-                self.pos += 6;
-            }
-            _ => return Err(fail("invalid escape")),
-        }
-        Ok(())
-    }
-
-    /// With `pos` on the first byte of a number, skips it as serde_json's grammar has it.
-    fn skip_number(&mut self) -> Result<(), Error> {
-        let b = self.bytes();
-        let digits = |pos: &mut usize| {
-            let start = *pos;
-            while b.get(*pos).is_some_and(u8::is_ascii_digit) {
-                *pos += 1;
-            }
-            *pos - start
-        };
-        let mut pos = self.pos;
-        if b.get(pos) == Some(&b'-') {
-            pos += 1;
-        }
-        match b.get(pos) {
-            Some(b'0') => {
-                pos += 1;
-                if b.get(pos).is_some_and(u8::is_ascii_digit) {
-                    return Err(fail("leading zero"));
-                }
-            }
-            Some(b'1'..=b'9') => {
-                digits(&mut pos);
-            }
-            _ => return Err(fail("invalid number")),
-        }
-        if b.get(pos) == Some(&b'.') {
-            pos += 1;
-            if digits(&mut pos) == 0 {
-                return Err(fail("invalid number"));
-            }
-        }
-        if let Some(b'e' | b'E') = b.get(pos) {
-            pos += 1;
-            if let Some(b'+' | b'-') = b.get(pos) {
-                pos += 1;
-            }
-            if digits(&mut pos) == 0 {
-                return Err(fail("invalid number"));
-            }
-        }
-        self.pos = pos;
-        Ok(())
-    }
-
-    /// With `pos` on its first byte, skips `null`, `true` or `false`.
-    fn skip_literal(&mut self, word: &[u8]) -> Result<(), Error> {
-        if !self
-            .bytes()
-            .get(self.pos..)
-            .is_some_and(|rest| rest.starts_with(word))
-        {
-            return Err(fail("invalid literal"));
-        }
-        self.pos += word.len();
-        Ok(())
-    }
-
-    /// With `pos` just after `{` or `,` in an object: a key, its colon, and the whitespace up to
-    /// the value.
-    #[inline(always)]
-    fn skip_key(&mut self) -> Result<(), Error> {
-        if self.next_token()? != b'"' {
-            return Err(fail("a key must be a string"));
-        }
-        self.pos += 1;
-        self.scan_str()?;
-        self.expect(b':')
-    }
-
-    /// Skips one value, checked as serde_json's `ignore_value` checks it (nesting is bounded
-    /// here, not there). One loop; the open brackets are bits of `stack`, 1 for an object.
+    /// Skips one value (see [`after_value`]), within [`MAX_DEPTH`] with what is open around it.
     fn skip_value(&mut self) -> Result<(), Error> {
-        let mut stack: u128 = 0;
-        let mut open: u32 = 0;
-        loop {
-            // A value is expected.
-            match self.next_token()? {
-                b'"' => {
-                    self.pos += 1;
-                    self.scan_str()?;
-                }
-                c @ (b'{' | b'[') => {
-                    if self.depth + open >= MAX_DEPTH {
-                        return Err(fail("nested too deeply"));
-                    }
-                    self.pos += 1;
-                    stack = (stack << 1) | u128::from(c == b'{');
-                    open += 1;
-                    let close = if c == b'{' { b'}' } else { b']' };
-                    if self.next_token()? != close {
-                        if c == b'{' {
-                            self.skip_key()?;
-                        }
-                        continue;
-                    }
-                    // Empty: closed below.
-                }
-                b'n' => self.skip_literal(b"null")?,
-                b't' => self.skip_literal(b"true")?,
-                b'f' => self.skip_literal(b"false")?,
-                b'-' | b'0'..=b'9' => self.skip_number()?,
-                _ => return Err(fail("expected a value")),
-            }
-            // After a value (or on the closing bracket of an empty one): close what ends here.
-            loop {
-                if open == 0 {
-                    return Ok(());
-                }
-                let in_object = stack & 1 == 1;
-                match self.next_token()? {
-                    b',' => {
-                        self.pos += 1;
-                        if in_object {
-                            self.skip_key()?;
-                        }
-                        break;
-                    }
-                    b'}' if in_object => {}
-                    b']' if !in_object => {}
-                    _ => return Err(fail("expected a comma or the end")),
-                }
-                self.pos += 1;
-                stack >>= 1;
-                open -= 1;
-            }
-        }
+        let max_open = MAX_DEPTH.saturating_sub(self.depth);
+        self.pos =
+            after_value(self.bytes(), self.pos, max_open).ok_or_else(|| fail("malformed JSON"))?;
+        Ok(())
+    }
+
+    /// With `pos` on `null`, eats it.
+    fn skip_null(&mut self) -> Result<(), Error> {
+        self.pos = after_literal(self.bytes(), self.pos, b"null")
+            .ok_or_else(|| fail("invalid literal"))?;
+        Ok(())
     }
 
     /// The span of the next value, skipped; for serde_json to read.
@@ -367,14 +358,14 @@ impl<'de> Deserializer<'de> {
             return Err(fail("expected a string"));
         }
         let start = self.pos;
-        self.pos += 1;
-        let span = self.scan_str()?;
-        if span.escaped {
-            self.pos = start;
+        let (end, escaped) =
+            after_str(self.bytes(), start + 1).ok_or_else(|| fail("malformed string"))?;
+        if escaped {
             return Ok(None);
         }
+        self.pos = end;
         self.text
-            .get(start + 1..span.end)
+            .get(start + 1..end - 1)
             .map(Some)
             .ok_or_else(|| fail("not on a character boundary"))
     }
@@ -448,7 +439,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         if self.next_token()? == b'n' {
-            self.skip_literal(b"null")?;
+            self.skip_null()?;
             visitor.visit_none()
         } else {
             visitor.visit_some(self)
