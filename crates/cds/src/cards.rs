@@ -585,11 +585,11 @@ fn updated_order(
     proposed: &str,
 ) -> Option<Box<RawValue>> {
     let raw = (ctx.draft_raw)(order)?;
-    let mut resource: Members = serde_json::from_str(raw).ok()?;
+    let mut resource: Members = read_json(raw)?;
     let first: Option<Members> = resource
         .get("dosageInstruction")
         .and_then(first_of)
-        .and_then(|v| serde_json::from_str(v).ok());
+        .and_then(read_json);
     let quantity = match (ctx.strength_mg)(order) {
         Some(s)
             if s > 0.0
@@ -599,53 +599,90 @@ fn updated_order(
                 .as_ref()
                 .and_then(|f| f.get("doseAndRate"))
                 .and_then(first_of)
-                .and_then(|v| serde_json::from_str::<Members>(v).ok())
+                .and_then(read_json::<Members>)
                 .and_then(|m| m.get("doseQuantity"))
-                .and_then(|v| serde_json::from_str::<Members>(v).ok())
+                .and_then(read_json::<Members>)
                 .filter(|q| q.has("unit") || q.has("code"));
             let mut q = original.unwrap_or_default();
-            q.set("value", number((d.propose_dose_mg / s).round()));
-            q.to_json()
+            q.set("value", number((d.propose_dose_mg / s).round()))?;
+            q.to_raw()?
         }
-        _ => format!(
+        _ => made(format!(
             r#"{{"value":{},"unit":"mg","system":"{UCUM}","code":"mg"}}"#,
             number(d.propose_dose_mg)
-        ),
+        ))?,
     };
     // Keep route, method, sequence... of the original instruction; replace what changes.
     let mut first = first.unwrap_or_default();
-    first.set("text", serde_json::to_string(proposed).ok()?);
+    first.set("text", serde_json::to_string(proposed).ok()?)?;
     first.set(
         "timing",
         format!(
             r#"{{"repeat":{{"frequency":{},"period":1,"periodUnit":"d"}}}}"#,
             d.propose_per_day
         ),
+    )?;
+    first.set_raw(
+        "doseAndRate",
+        serde_json::value::to_raw_value(&[DoseAndRate {
+            dose_quantity: &quantity,
+        }])
+        .ok()?,
     );
-    first.set("doseAndRate", format!(r#"[{{"doseQuantity":{quantity}}}]"#));
     first.remove("patientInstruction");
-    resource.set("dosageInstruction", format!("[{}]", first.to_json()));
-    RawValue::from_string(resource.to_json()).ok()
+    resource.set_raw(
+        "dosageInstruction",
+        serde_json::value::to_raw_value(&[&first]).ok()?,
+    );
+    // Written by serde_json from values that are JSON already: not scanned once more.
+    resource.to_raw()
+}
+
+/// `{"doseQuantity": ...}`, the one element of the proposed `doseAndRate`.
+#[derive(Serialize)]
+struct DoseAndRate<'a> {
+    #[serde(rename = "doseQuantity")]
+    dose_quantity: &'a RawValue,
+}
+
+/// JSON text made here, as a value of [`Members`] (checked: it is short).
+fn made(json: String) -> Option<Box<RawValue>> {
+    RawValue::from_string(json).ok()
 }
 
 /// The raw text of the first element of a JSON array.
 fn first_of(array: &str) -> Option<&str> {
-    let list: Vec<&RawValue> = serde_json::from_str(array).ok()?;
+    let list: Vec<&RawValue> = read_json(array)?;
     list.first().map(|v| v.get())
 }
 
-/// The members of a JSON object in the order written, each value as its raw text; a repeated
+/// `T` read from JSON of the request: by [`jakguard_fhir::scan`] (what serde_json would give,
+/// for less), or by serde_json when scan leaves it (a name with escapes...).
+fn read_json<'a, T: Deserialize<'a>>(text: &'a str) -> Option<T> {
+    jakguard_fhir::scan::from_str(text)
+        .or_else(|_| serde_json::from_str(text))
+        .ok()
+}
+
+/// The members of a JSON object in the order written, each value as its raw JSON; a repeated
 /// name keeps the place of its first occurrence and the value of its last, as a parsed tree
-/// would. Replaced values are JSON text made here.
+/// would. Replaced values are JSON made here.
 #[derive(Default)]
-struct Members<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+struct Members<'a>(Vec<(Cow<'a, str>, Member<'a>)>);
+
+enum Member<'a> {
+    /// As read from the request.
+    Read(&'a RawValue),
+    /// Made here.
+    Made(Box<RawValue>),
+}
 
 impl<'a> Members<'a> {
     /// The raw text of a member as read from the request (not one set here).
     fn get(&self, name: &str) -> Option<&'a str> {
         match self.0.iter().find(|(k, _)| k == name)? {
-            (_, Cow::Borrowed(v)) => Some(v),
-            (_, Cow::Owned(_)) => None,
+            (_, Member::Read(v)) => Some(v.get()),
+            (_, Member::Made(_)) => None,
         }
     }
 
@@ -653,10 +690,18 @@ impl<'a> Members<'a> {
         self.0.iter().any(|(k, _)| k == name)
     }
 
-    fn set(&mut self, name: &str, json: String) {
+    /// Sets `name` to the JSON text `json`; `None` if it is not JSON.
+    fn set(&mut self, name: &str, json: String) -> Option<()> {
+        self.set_raw(name, made(json)?);
+        Some(())
+    }
+
+    fn set_raw(&mut self, name: &str, json: Box<RawValue>) {
         match self.0.iter_mut().find(|(k, _)| k == name) {
-            Some((_, v)) => *v = Cow::Owned(json),
-            None => self.0.push((Cow::Owned(name.to_owned()), Cow::Owned(json))),
+            Some((_, v)) => *v = Member::Made(json),
+            None => self
+                .0
+                .push((Cow::Owned(name.to_owned()), Member::Made(json))),
         }
     }
 
@@ -664,26 +709,24 @@ impl<'a> Members<'a> {
         self.0.retain(|(k, _)| k != name);
     }
 
-    fn to_json(&self) -> String {
-        let mut out = String::with_capacity(
-            2 + self
-                .0
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 4)
-                .sum::<usize>(),
-        );
-        out.push('{');
-        for (i, (k, v)) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            // A name is a string: writing it cannot fail.
-            out.push_str(&serde_json::to_string(k.as_ref()).unwrap_or_default());
-            out.push(':');
-            out.push_str(v);
+    /// The object as JSON, written compactly by serde_json, values byte for byte.
+    fn to_raw(&self) -> Option<Box<RawValue>> {
+        serde_json::value::to_raw_value(self).ok()
+    }
+}
+
+impl Serialize for Members<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            let v: &RawValue = match v {
+                Member::Read(v) => v,
+                Member::Made(v) => v,
+            };
+            map.serialize_entry(k.as_ref(), v)?;
         }
-        out.push('}');
-        out
+        map.end()
     }
 }
 
@@ -703,8 +746,8 @@ impl<'de> Deserialize<'de> for Members<'de> {
                 while let Some(name) = map.next_key::<Cow<'de, str>>()? {
                     let value: &'de RawValue = map.next_value()?;
                     match out.0.iter_mut().find(|(k, _)| *k == name) {
-                        Some((_, v)) => *v = Cow::Borrowed(value.get()),
-                        None => out.0.push((name, Cow::Borrowed(value.get()))),
+                        Some((_, v)) => *v = Member::Read(value),
+                        None => out.0.push((name, Member::Read(value))),
                     }
                 }
                 Ok(out)

@@ -51,16 +51,16 @@ pub(crate) async fn read_body(
             &format!("the body is larger than {limit} bytes"),
         )
     };
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if len > limit {
-            return Err(too_large());
-        }
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
     }
-    let mut body = Vec::new();
+    // Sized once from the declared length (at most the limit): growing it chunk by chunk
+    // copied a 26 KB body about four times.
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
     // A client that trickles its body holds a worker: the whole body must arrive in time.
     let deadline = actix_web::rt::time::Instant::now() + BODY_TIMEOUT;
     loop {
