@@ -89,6 +89,66 @@ fn a_client_that_trickles_its_body_is_cut_off_with_408() {
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
+/// The answer to `head` then `body` written in `pieces` writes, 30 ms apart, on a connection
+/// the server closes: the status line and the JSON body.
+fn answer_in_pieces(
+    app: &support::TestApp,
+    head: &str,
+    body: &[u8],
+    pieces: usize,
+) -> (String, Value) {
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    for piece in body.chunks(body.len().div_ceil(pieces)) {
+        s.write_all(piece).unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (status, rest) = answer.split_once("\r\n").unwrap();
+    let json = rest.split_once("\r\n\r\n").unwrap().1;
+    (status.to_owned(), serde_json::from_str(json).unwrap())
+}
+
+/// A body that arrives in several reads (a slow network, a chunked upload) is gathered whole:
+/// the same cards as when it arrives at once.
+#[tokio::test]
+async fn a_body_that_arrives_in_pieces_gets_the_same_answer_as_a_whole_one() {
+    let app = spawn_app();
+    let body = fixture("00-sandbox-order-select.json");
+    let whole: Value = app
+        .post_json(
+            "/cds-services/jakguard-order-select",
+            String::from_utf8(body.clone()).unwrap(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!whole["cards"].as_array().unwrap().is_empty());
+    let sized = format!(
+        "POST /cds-services/jakguard-order-select HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut chunked = Vec::new();
+    for piece in body.chunks(body.len().div_ceil(3)) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let chunked_head = "POST /cds-services/jakguard-order-select HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (head, body) in [(sized.as_str(), &body), (chunked_head, &chunked)] {
+        let (status, json) = answer_in_pieces(&app, head, body, 3);
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert_eq!(json, whole, "{head}");
+    }
+}
+
 /// The sandbox request with its one draft replaced by `resource_text` (raw JSON, so that it can
 /// hold what a `Value` cannot, such as a repeated key), sent to `service`.
 fn with_draft_text(service: &str, resource_text: &str) -> String {
