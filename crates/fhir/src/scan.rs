@@ -301,16 +301,6 @@ impl<'de> Deserializer<'de> {
             .ok_or_else(|| fail("unexpected end of the text"))
     }
 
-    /// Expects `byte` after optional whitespace and eats it.
-    #[inline(always)]
-    fn expect(&mut self, byte: u8) -> Result<(), Error> {
-        if self.next_token()? != byte {
-            return Err(fail("unexpected character"));
-        }
-        self.pos += 1;
-        Ok(())
-    }
-
     /// Skips one value (see [`after_value`]), within [`MAX_DEPTH`] with what is open around it.
     fn skip_value(&mut self) -> Result<(), Error> {
         let max_open = MAX_DEPTH.saturating_sub(self.depth);
@@ -529,27 +519,26 @@ struct Access<'a, 'de> {
 }
 
 impl<'de> Access<'_, 'de> {
-    /// Before a member: `true` when there is one, `false` (the bracket eaten) at the end.
+    /// Before a member: `true` when there is one (after its comma), `false` (the bracket eaten)
+    /// at the end. An end may follow `[`, `{` or a member, never a comma.
     #[inline(always)]
     fn has_next(&mut self, close: u8) -> Result<bool, Error> {
-        let c = self.de.next_token()?;
-        if c == close && self.first {
-            self.de.pos += 1;
+        let b = self.de.bytes();
+        let mut pos = after_ws(b, self.de.pos);
+        let c = b.get(pos).copied();
+        if c == Some(close) {
+            self.de.pos = pos + 1;
             self.done = true;
             return Ok(false);
         }
         if !self.first {
-            match c {
-                b',' => self.de.pos += 1,
-                _ if c == close => {
-                    self.de.pos += 1;
-                    self.done = true;
-                    return Ok(false);
-                }
-                _ => return Err(fail("expected a comma or the end")),
+            if c != Some(b',') {
+                return Err(fail("expected a comma or the end"));
             }
+            pos += 1;
         }
         self.first = false;
+        self.de.pos = pos;
         Ok(true)
     }
 }
@@ -564,16 +553,26 @@ impl<'de> de::MapAccess<'de> for &mut Access<'_, 'de> {
         if self.done || !self.has_next(b'}')? {
             return Ok(None);
         }
-        if self.de.next_token()? != b'"' {
+        // The key, its colon and the whitespace around them, in one go.
+        let (b, text) = (self.de.bytes(), self.de.text);
+        let pos = after_ws(b, self.de.pos);
+        if b.get(pos) != Some(&b'"') {
             return Err(fail("a key must be a string"));
         }
+        let (end, escaped) = after_str(b, pos + 1).ok_or_else(|| fail("malformed key"))?;
         // A key with escapes is refused: serde_json decodes it into a scratch buffer, and which
         // visitor method it then calls differs by key type.
-        let key = self
-            .de
-            .plain_str()?
-            .ok_or_else(|| fail("a key with escapes"))?;
-        self.de.expect(b':')?;
+        if escaped {
+            return Err(fail("a key with escapes"));
+        }
+        let key = text
+            .get(pos + 1..end - 1)
+            .ok_or_else(|| fail("not on a character boundary"))?;
+        let colon = after_ws(b, end);
+        if b.get(colon) != Some(&b':') {
+            return Err(fail("expected a colon"));
+        }
+        self.de.pos = colon + 1;
         seed.deserialize(Key(key)).map(Some)
     }
 
