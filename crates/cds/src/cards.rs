@@ -154,8 +154,18 @@ fn uuid_for(ctx: &RenderContext<'_>, parts: &[&str]) -> String {
         name.push('|');
         name.push_str(p);
     }
+    // What uuid::Uuid::new_v5 computes (SHA-1 of the namespace then the name, its first 16
+    // bytes with version 5 and the RFC variant), with a SHA-1 that uses the CPU's instructions.
+    use sha1::Digest;
+    let hash = sha1::Sha1::new()
+        .chain_update(NAMESPACE.as_bytes())
+        .chain_update(name.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash[..16]);
     let mut buf = uuid::Uuid::encode_buffer();
-    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes())
+    uuid::Builder::from_sha1_bytes(bytes)
+        .into_uuid()
         .hyphenated()
         .encode_lower(&mut buf)
         .to_owned()
