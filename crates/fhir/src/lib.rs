@@ -17,9 +17,12 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use jakguard_rules::{DataGap, MedicationInfo, Order, Record, ResourceRef};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
-pub use resources::{Bundle, InPlace, RawResource, MAX_ENTRIES};
+use lenient::{Lenient, Many};
+
+pub use resources::{Bundle, InPlace, RawResource, Str, MAX_ENTRIES};
 
 use resources::{Converted, DraftEntry};
 
@@ -200,36 +203,46 @@ pub struct DraftOrder<'a> {
     pub raw: Option<&'a RawValue>,
 }
 
-/// The draft orders of a request, with the Bundle they were read from.
+/// The draft orders of a request, with the raw JSON of every entry's resource.
 #[derive(Debug)]
 pub struct Drafts<'a> {
     pub orders: Vec<DraftOrder<'a>>,
-    bundle: Bundle<'a>,
+    resources: Vec<&'a RawValue>,
 }
 
 impl Drafts<'_> {
     /// The `Type/id` of every entry of the Bundle, of any resource type (a selection may name a
     /// ServiceRequest). Only a selection that names no draft order needs it.
     pub fn entry_references(&self) -> HashSet<String> {
-        self.bundle
-            .resources()
-            .filter_map(resources::Head::read)
+        self.resources
+            .iter()
+            .filter_map(|raw| resources::Head::read(raw))
             .filter_map(|h| Some(format!("{}/{}", h.kind()?, h.id()?)))
             .collect()
     }
 }
 
-/// `context.draftOrders` as the one-pass reading of a request takes it: the Bundle read with
-/// the envelope, each entry's resource kept as raw JSON. That scan of the drafts is the one
-/// every call needs anyway (the raw text is what an update suggestion sends back); each
-/// resource is then read on its own, as [`read_draft_orders`] reads it.
-#[derive(Debug)]
-pub struct DraftsBundle<'a>(Bundle<'a>);
+/// `context.draftOrders` as the one-pass reading of a request takes it, with the envelope and
+/// by [`scan`] only: each entry's resource read in place together with its raw JSON (what an
+/// update suggestion sends back), in one scan. Read strictly: a draft with any malformed
+/// element fails the pass, and the reading by parts ([`read_draft_orders`]) reads it leniently.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DraftsBundle<'a> {
+    #[serde(borrow)]
+    resource_type: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    entry: Many<SpannedEntry<'a>>,
+}
 
-impl<'de> serde::Deserialize<'de> for DraftsBundle<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Bundle::deserialize(d).map(DraftsBundle)
-    }
+/// An entry of [`DraftsBundle`].
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpannedEntry<'a> {
+    #[serde(borrow)]
+    full_url: Option<Lenient<Str<'a>>>,
+    #[serde(borrow)]
+    resource: Option<scan::Spanned<'a, RawResource<'a>>>,
 }
 
 /// Reads the draft MedicationRequests of a `draftOrders` Bundle, resolving
@@ -238,13 +251,19 @@ impl<'de> serde::Deserialize<'de> for DraftsBundle<'de> {
 /// be read is kept, with its medication marked unreadable, unless it says it is another type.
 pub fn read_draft_orders(raw: &RawValue) -> Result<Drafts<'_>, &'static str> {
     let bundle: Bundle = lenient::parse(raw.get()).map_err(|_| "draftOrders is not a Bundle")?;
-    drafts_of(DraftsBundle(bundle))
+    if !bundle.is_a_bundle() {
+        return Err("draftOrders is not a Bundle");
+    }
+    let entries = bundle.draft_entries()?;
+    Ok(Drafts {
+        orders: draft_orders(&entries),
+        resources: bundle.resources().collect(),
+    })
 }
 
 /// The draft orders of a Bundle read with the envelope: what [`read_draft_orders`] gives for
-/// the same JSON.
+/// the same JSON (a strict reading succeeds only where the lenient one reads every element).
 pub fn drafts_of(bundle: DraftsBundle<'_>) -> Result<Drafts<'_>, &'static str> {
-    let DraftsBundle(bundle) = bundle;
     if bundle
         .resource_type
         .as_deref()
@@ -252,10 +271,31 @@ pub fn drafts_of(bundle: DraftsBundle<'_>) -> Result<Drafts<'_>, &'static str> {
     {
         return Err("draftOrders is not a Bundle");
     }
-    let entries = bundle.draft_entries()?;
+    if bundle.entry.0.len() > MAX_ENTRIES {
+        return Err(resources::TOO_MANY_DRAFTS);
+    }
+    let mut entries = Vec::with_capacity(bundle.entry.0.len());
+    let mut raws = Vec::with_capacity(bundle.entry.0.len());
+    for e in bundle.entry.0 {
+        // Strict: every entry is `Ok` (a bad one failed the pass).
+        let Lenient::Ok(e) = e else { continue };
+        let Some(resource) = e.resource else { continue };
+        raws.push(resource.raw);
+        let full_url = e.full_url.and_then(|u| match u {
+            Lenient::Ok(u) => Some(u.0),
+            Lenient::Bad => None,
+        });
+        entries.push(DraftEntry::Read(
+            Entry {
+                full_url,
+                resource: resource.value,
+            },
+            resource.raw,
+        ));
+    }
     Ok(Drafts {
         orders: draft_orders(&entries),
-        bundle,
+        resources: raws,
     })
 }
 

@@ -300,7 +300,7 @@ impl<'a> Bundle<'a> {
     /// entry session holds that many, and none may be dropped unread).
     pub(crate) fn draft_entries(&self) -> Result<Vec<DraftEntry<'a>>, &'static str> {
         if self.entry.0.len() > MAX_ENTRIES {
-            return Err("draftOrders has more entries than are evaluated in one call");
+            return Err(TOO_MANY_DRAFTS);
         }
         let mut out = Vec::new();
         for e in &self.entry.0 {
@@ -325,6 +325,17 @@ impl<'a> Bundle<'a> {
             }
         }
         Ok(out)
+    }
+}
+
+/// Why a `draftOrders` Bundle of more than [`MAX_ENTRIES`] entries is refused.
+pub(crate) const TOO_MANY_DRAFTS: &str =
+    "draftOrders has more entries than are evaluated in one call";
+
+impl Bundle<'_> {
+    /// Whether it says it is a Bundle (or says nothing).
+    pub(crate) fn is_a_bundle(&self) -> bool {
+        self.resource_type.as_deref().is_none_or(|t| t == "Bundle")
     }
 }
 

@@ -40,6 +40,53 @@ pub const MAX_DEPTH: u32 = 100;
 /// The name serde_json's `RawValue` asks for (`serde_json::value::RawValue`'s token).
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
+/// The name [`Spanned`] asks for.
+const SPANNED_TOKEN: &str = "$jakguard::scan::Spanned";
+
+/// A value read in place together with its raw JSON, in one scan: what a `RawValue` then a
+/// second reading of its text give, for half the work (a draft order, whose JSON a dose update
+/// sends back). Only this deserializer reads it; any other fails on it, so that a caller's
+/// fallback reads the text in two steps instead.
+#[derive(Debug)]
+pub struct Spanned<'de, T> {
+    pub value: T,
+    pub raw: &'de serde_json::value::RawValue,
+}
+
+impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for Spanned<'a, T> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SpannedVisitor<'a, T>(std::marker::PhantomData<(&'a (), T)>);
+        impl<'de: 'a, 'a, T: Deserialize<'de>> Visitor<'de> for SpannedVisitor<'a, T> {
+            type Value = Spanned<'a, T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a value read by jakguard_fhir::scan")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                // `value` then `raw`, as SpannedAccess gives them.
+                let value = map
+                    .next_entry::<IgnoredKey, T>()?
+                    .ok_or_else(|| de::Error::custom("no value"))?
+                    .1;
+                let raw = map
+                    .next_entry::<IgnoredKey, &'de serde_json::value::RawValue>()?
+                    .ok_or_else(|| de::Error::custom("no raw value"))?
+                    .1;
+                Ok(Spanned { value, raw })
+            }
+        }
+        d.deserialize_newtype_struct(SPANNED_TOKEN, SpannedVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A key whose text does not matter.
+struct IgnoredKey;
+
+impl<'de> Deserialize<'de> for IgnoredKey {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::IgnoredAny::deserialize(d).map(|_| IgnoredKey)
+    }
+}
+
 /// Reads `T` from `text` (see the module's invariant). Trailing whitespace only is allowed.
 pub fn from_str<'de, T: Deserialize<'de>>(text: &'de str) -> Result<T, Error> {
     let mut de = Deserializer {
@@ -490,6 +537,15 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
             let span = self.value_span()?;
             return visitor.visit_map(RawSpan(Some(span)));
         }
+        if name == SPANNED_TOKEN {
+            self.skip_ws();
+            let start = self.pos;
+            return visitor.visit_map(SpannedAccess {
+                de: self,
+                start,
+                step: 0,
+            });
+        }
         visitor.visit_newtype_struct(self)
     }
 
@@ -621,6 +677,71 @@ impl<'de> de::MapAccess<'de> for RawSpan<'de> {
             .take()
             .ok_or_else(|| fail("a raw value read twice"))?;
         seed.deserialize(de::value::BorrowedStrDeserializer::new(span))
+    }
+}
+
+/// [`Spanned`]'s two entries: `value`, read where the deserializer stands, then `raw`, the
+/// text that reading went over.
+struct SpannedAccess<'a, 'de> {
+    de: &'a mut Deserializer<'de>,
+    start: usize,
+    step: u8,
+}
+
+impl<'de> de::MapAccess<'de> for SpannedAccess<'_, 'de> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        let key = match self.step {
+            0 => "value",
+            1 => "raw",
+            _ => return Ok(None),
+        };
+        seed.deserialize(de::value::BorrowedStrDeserializer::new(key))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        self.step += 1;
+        if self.step == 1 {
+            return seed.deserialize(&mut *self.de);
+        }
+        let span = self
+            .de
+            .text
+            .get(self.start..self.de.pos)
+            .ok_or_else(|| fail("not on a character boundary"))?;
+        seed.deserialize(SpanAsRaw(span))
+    }
+}
+
+/// A span that can only be read as a `RawValue`.
+struct SpanAsRaw<'de>(&'de str);
+
+impl<'de> de::Deserializer<'de> for SpanAsRaw<'de> {
+    type Error = Error;
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        if name != RAW_VALUE_TOKEN {
+            return Err(fail("a span read as something else than a RawValue"));
+        }
+        visitor.visit_map(RawSpan(Some(self.0)))
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+        Err(fail("a span read as something else than a RawValue"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct seq tuple tuple_struct map struct enum identifier ignored_any
     }
 }
 
@@ -844,6 +965,40 @@ mod tests {
             assert!(from_str::<Shape>(text).is_err(), "{text}");
             assert!(serde_json::from_str::<Shape>(text).is_ok(), "{text}");
         }
+    }
+
+    /// A spanned value is the value `from_str` reads and the raw text serde_json's `RawValue`
+    /// takes, whitespace and all; serde_json itself refuses it (its callers fall back).
+    #[test]
+    fn a_spanned_value_is_its_reading_and_its_raw_text() {
+        #[derive(Deserialize)]
+        struct Outer<'a> {
+            #[serde(borrow)]
+            items: Vec<Option<Spanned<'a, Shape<'a>>>>,
+        }
+        #[derive(Deserialize)]
+        struct Raws<'a> {
+            #[serde(borrow)]
+            items: Vec<Option<&'a RawValue>>,
+        }
+        let text = "{\"items\": [ {\"name\": \"a\",\n \"value\": 1.50, \"list\": [{\"name\": \"b\"}]} , null,\n\t{\"raw\": [1, {\"x\": \"\\u00e9\"}]}\n]}";
+        let ours: Outer = from_str(text).unwrap();
+        let raws: Raws = serde_json::from_str(text).unwrap();
+        assert_eq!(ours.items.len(), raws.items.len());
+        for (spanned, raw) in ours.items.iter().zip(&raws.items) {
+            match (spanned, raw) {
+                (Some(s), Some(r)) => {
+                    assert_eq!(s.raw.get(), r.get());
+                    let again: Shape = serde_json::from_str(r.get()).unwrap();
+                    assert_eq!(format!("{:?}", s.value), format!("{again:?}"));
+                }
+                (None, None) => {}
+                _ => panic!("{text}"),
+            }
+        }
+        assert!(serde_json::from_str::<Outer>(text).is_err());
+        // A malformed value fails the reading, as it would fail `from_str` of its text.
+        assert!(from_str::<Outer>(r#"{"items": [{"name": 1}]}"#).is_err());
     }
 
     /// A small seedable generator (xorshift64*), so that a failure names its case.
