@@ -455,11 +455,11 @@ where
 /// a [`RawValue`]. The profile of the running service showed the three scans of the reading by
 /// parts (the value, each entry, each resource) at a quarter of all its instructions.
 ///
-/// It must run inside a strict pass ([`crate::lenient::parse_one_pass`], [`crate::lenient::parse_strict`]): any
-/// malformed or unusual element fails the whole reading, and the caller falls back to
-/// [`crate::read_value`] on the raw text, which reads element by element. Whenever it
-/// succeeds it gives exactly what [`crate::read_value`] gives (tested on every fixture and on
-/// mutated ones).
+/// It must run inside a strict pass ([`crate::lenient::parse_one_pass`],
+/// [`crate::lenient::parse_strict`]): any malformed or unusual element fails the whole
+/// reading, and the caller falls back to [`crate::read_value`] on the raw text, which reads
+/// element by element. Whenever it succeeds it gives exactly what [`crate::read_value`] gives
+/// (tested on every fixture and on mutated ones).
 #[derive(Debug)]
 pub struct InPlace<'a>(pub Fetched<'a>);
 

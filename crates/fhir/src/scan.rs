@@ -456,7 +456,11 @@ impl<'de> Deserializer<'de> {
 macro_rules! hand_over {
     ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
         $(
-            fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, Error> {
+            fn $method<V: Visitor<'de>>(
+                self,
+                $($arg: $ty,)*
+                visitor: V,
+            ) -> Result<V::Value, Error> {
                 self.hand_over(|json| de::Deserializer::$method(json, $($arg,)* visitor))
             }
         )*
