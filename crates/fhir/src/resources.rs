@@ -705,7 +705,13 @@ fn date(v: &Option<Lenient<Str<'_>>>) -> Option<PartialDate> {
 }
 
 fn system_of(uri: &str) -> CodeSystem {
-    let u = uri.to_ascii_lowercase();
+    // Lowercased only when it has capitals: nearly every system URI is written in lowercase,
+    // and a coding is read for each of a record's codes.
+    let u: Cow<'_, str> = if uri.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(uri.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(uri)
+    };
     if u == "http://snomed.info/sct" || u.starts_with("http://snomed.info/") {
         CodeSystem::Snomed
     } else if u == "http://loinc.org" {
@@ -1035,5 +1041,44 @@ impl<'a> RawResource<'a> {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Code systems are recognised whatever the case of their URI.
+    #[test]
+    fn code_systems_are_recognised_from_their_uris_whatever_the_case() {
+        let cases = [
+            ("http://snomed.info/sct", CodeSystem::Snomed),
+            ("HTTP://SNOMED.INFO/SCT", CodeSystem::Snomed),
+            (
+                "http://snomed.info/sct/900000000000207008",
+                CodeSystem::Snomed,
+            ),
+            ("http://loinc.org", CodeSystem::Loinc),
+            ("http://LOINC.org", CodeSystem::Loinc),
+            (
+                "http://www.nlm.nih.gov/research/umls/rxnorm",
+                CodeSystem::RxNorm,
+            ),
+            ("http://www.whocc.no/atc", CodeSystem::Atc),
+            ("urn:oid:x/ATC", CodeSystem::Atc),
+            ("ATC", CodeSystem::Atc),
+            ("http://hl7.org/fhir/sid/icd-10", CodeSystem::Icd10),
+            ("http://hl7.org/fhir/sid/icd-10-cm", CodeSystem::Icd10),
+            (
+                "https://smt.esante.gouv.fr/terminologie-cim-10/",
+                CodeSystem::Icd10,
+            ),
+            ("http://hl7.org/fhir/sid/ICD-10-PCS", CodeSystem::Other),
+            ("http://example.org/local", CodeSystem::Other),
+            ("", CodeSystem::Other),
+        ];
+        for (uri, expected) in cases {
+            assert_eq!(system_of(uri), expected, "{uri}");
+        }
     }
 }

@@ -156,10 +156,15 @@ impl AtcList {
 
     /// Length of the longest entry that prefixes `code`, if any.
     pub fn match_len(&self, code: &str) -> Option<usize> {
-        let code = code.trim().to_ascii_uppercase();
+        // Entries are upper-case ASCII: a prefix compared ignoring ASCII case is the prefix of
+        // the upper-cased code, without making that string for every code of a record.
+        let code = code.trim().as_bytes();
         self.0
             .iter()
-            .filter(|p| code.starts_with(p.as_str()))
+            .filter(|p| {
+                code.get(..p.len())
+                    .is_some_and(|c| c.eq_ignore_ascii_case(p.as_bytes()))
+            })
             .map(|p| p.len())
             .max()
     }
@@ -308,5 +313,9 @@ mod tests {
         assert_eq!(a.match_len("L04AF01"), Some(7));
         assert_eq!(a.match_len("L04AF02"), Some(5));
         assert_eq!(a.match_len("L04AA"), None);
+        // Whatever the case and surrounding spaces; a shorter code matches no longer entry.
+        assert_eq!(a.match_len(" l04aF01 "), Some(7));
+        assert_eq!(a.match_len("L04A"), None);
+        assert_eq!(a.match_len("é"), None);
     }
 }
