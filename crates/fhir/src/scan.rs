@@ -421,31 +421,29 @@ impl<'de> Deserializer<'de> {
     }
 
     fn read_map<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, Error> {
-        self.enter()?;
-        let mut access = Access {
-            de: self,
-            first: true,
-            done: false,
-        };
-        let value = visitor.visit_map(&mut access)?;
-        if !access.done {
-            // The visitor stopped early; serde_json refuses what is left.
-            return Err(fail("an object was not read to its end"));
-        }
-        self.depth -= 1;
-        Ok(value)
+        self.read_members(|access| visitor.visit_map(access))
     }
 
     fn read_seq<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, Error> {
+        self.read_members(|access| visitor.visit_seq(access))
+    }
+
+    /// An object's or an array's members, from its opening bracket, by `visit`.
+    #[inline(always)]
+    fn read_members<T>(
+        &mut self,
+        visit: impl FnOnce(&mut Access<'_, 'de>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         self.enter()?;
         let mut access = Access {
             de: self,
             first: true,
             done: false,
         };
-        let value = visitor.visit_seq(&mut access)?;
+        let value = visit(&mut access)?;
         if !access.done {
-            return Err(fail("an array was not read to its end"));
+            // The visitor stopped early; serde_json refuses what is left.
+            return Err(fail("an object or array was not read to its end"));
         }
         self.depth -= 1;
         Ok(value)
