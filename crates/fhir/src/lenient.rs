@@ -92,6 +92,14 @@ impl<T> Lenient<T> {
     pub fn is_bad(&self) -> bool {
         matches!(self, Lenient::Bad)
     }
+
+    /// The value, if it was read.
+    pub fn into_ok(self) -> Option<T> {
+        match self {
+            Lenient::Ok(v) => Some(v),
+            Lenient::Bad => None,
+        }
+    }
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {

@@ -264,11 +264,7 @@ pub fn read_draft_orders(raw: &RawValue) -> Result<Drafts<'_>, &'static str> {
 /// The draft orders of a Bundle read with the envelope: what [`read_draft_orders`] gives for
 /// the same JSON (a strict reading succeeds only where the lenient one reads every element).
 pub fn drafts_of(bundle: DraftsBundle<'_>) -> Result<Drafts<'_>, &'static str> {
-    if bundle
-        .resource_type
-        .as_deref()
-        .is_some_and(|t| t != "Bundle")
-    {
+    if !resources::says_bundle(bundle.resource_type.as_deref()) {
         return Err("draftOrders is not a Bundle");
     }
     if bundle.entry.0.len() > MAX_ENTRIES {
@@ -277,14 +273,15 @@ pub fn drafts_of(bundle: DraftsBundle<'_>) -> Result<Drafts<'_>, &'static str> {
     let mut entries = Vec::with_capacity(bundle.entry.0.len());
     let mut raws = Vec::with_capacity(bundle.entry.0.len());
     for e in bundle.entry.0 {
-        // Strict: every entry is `Ok` (a bad one failed the pass).
-        let Lenient::Ok(e) = e else { continue };
+        // Read strictly, every entry is `Ok` (a bad one failed the pass); were one not, it
+        // would still not vanish, as by parts.
+        let Lenient::Ok(e) = e else {
+            entries.push(DraftEntry::not_an_entry());
+            continue;
+        };
         let Some(resource) = e.resource else { continue };
         raws.push(resource.raw);
-        let full_url = e.full_url.and_then(|u| match u {
-            Lenient::Ok(u) => Some(u.0),
-            Lenient::Bad => None,
-        });
+        let full_url = e.full_url.and_then(Lenient::into_ok).map(|u| u.0);
         entries.push(DraftEntry::Read(
             Entry {
                 full_url,

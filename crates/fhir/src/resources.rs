@@ -290,6 +290,14 @@ pub(crate) enum DraftEntry<'a> {
     Unreadable(ResourceRef),
 }
 
+impl DraftEntry<'_> {
+    /// An entry that is not even an entry (a string, a repeated `resource`...) cannot say what
+    /// it orders: it may be the JAK inhibitor, so it is an order that could not be read.
+    pub(crate) fn not_an_entry() -> Self {
+        DraftEntry::Unreadable(ResourceRef::new("MedicationRequest", None))
+    }
+}
+
 impl<'a> Bundle<'a> {
     /// The raw resource of every readable entry.
     pub(crate) fn resources(&self) -> impl Iterator<Item = &'a RawValue> + '_ {
@@ -305,13 +313,7 @@ impl<'a> Bundle<'a> {
         let mut out = Vec::new();
         for e in &self.entry.0 {
             let Lenient::Ok(e) = e else {
-                // An entry that is not even an entry (a string, a repeated `resource`...) cannot
-                // say what it orders: it may be the JAK inhibitor, so it is an order that could
-                // not be read.
-                out.push(DraftEntry::Unreadable(ResourceRef::new(
-                    "MedicationRequest",
-                    None,
-                )));
+                out.push(DraftEntry::not_an_entry());
                 continue;
             };
             let Some(raw) = e.resource else { continue };
@@ -335,8 +337,13 @@ pub(crate) const TOO_MANY_DRAFTS: &str =
 impl Bundle<'_> {
     /// Whether it says it is a Bundle (or says nothing).
     pub(crate) fn is_a_bundle(&self) -> bool {
-        self.resource_type.as_deref().is_none_or(|t| t == "Bundle")
+        says_bundle(self.resource_type.as_deref())
     }
+}
+
+/// Whether a `resourceType` (or its absence) lets a value be read as a Bundle.
+pub(crate) fn says_bundle(resource_type: Option<&str>) -> bool {
+    resource_type.is_none_or(|t| t == "Bundle")
 }
 
 /// What a resource says it is, read leniently: enough to name it when nothing else of it can be
@@ -550,10 +557,7 @@ impl<'a> InPlaceEntry<'a> {
     fn push_into(self, out: &mut Vec<Entry<'a>>) {
         if let Some(resource) = self.resource {
             out.push(Entry {
-                full_url: self.full_url.and_then(|u| match u {
-                    Lenient::Ok(u) => Some(u.0),
-                    Lenient::Bad => None,
-                }),
+                full_url: self.full_url.and_then(Lenient::into_ok).map(|u| u.0),
                 resource,
             });
         }
