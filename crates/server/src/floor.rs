@@ -15,18 +15,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     // Static paths, as the services have (see `service::routes`): the floor must not pay a
     // routing cost the services do not.
     #[cfg(feature = "bench-floor")]
-    for s in &jakguard_cds::SERVICES {
-        cfg.route(
-            &format!("/bench/floor/{}", s.id),
-            web::post().to(
-                move |req: actix_web::HttpRequest,
-                      payload: web::Payload,
-                      state: web::Data<crate::AppState>| {
-                    enabled::floor(req, s.id.to_owned(), payload, state)
-                },
-            ),
-        );
-    }
+    crate::http::route_each_service(cfg, "/bench/floor/", enabled::floor);
     #[cfg(not(feature = "bench-floor"))]
     let _ = cfg;
 }

@@ -24,6 +24,27 @@ pub(crate) fn cds_error(e: &CdsError) -> HttpResponse {
     )
 }
 
+/// Routes `POST {prefix}{id}` for each service to `handler`, which gets the service's id. A
+/// static path is matched by comparing strings, where a `{id}` segment costs a match of
+/// actix's regular expression on every call (about 26,000 instructions, 3% of a call).
+pub(crate) fn route_each_service<F, Fut>(cfg: &mut web::ServiceConfig, prefix: &str, handler: F)
+where
+    F: Fn(HttpRequest, String, web::Payload, web::Data<AppState>) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = HttpResponse> + 'static,
+{
+    for s in &jakguard_cds::SERVICES {
+        let handler = handler.clone();
+        cfg.route(
+            &format!("{prefix}{}", s.id),
+            web::post().to(
+                move |req: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
+                    handler(req, s.id.to_owned(), payload, state)
+                },
+            ),
+        );
+    }
+}
+
 /// Checks the content type and reads the body up to the limit.
 /// How long a client may take to send its whole body.
 pub(crate) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
