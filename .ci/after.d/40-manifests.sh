@@ -203,7 +203,9 @@ print(f"consistent: {len(docs)} resources, kustomization.yaml, deploy/Dockerfile
 PY
 
 echo "-- the ConfigMap and the Deployment's environment, loaded by jakguard"
-cargo build --locked --quiet --bin jakguard
+# The binary the tests just built, with their feature set: a plain `cargo build --bin` resolves
+# features without the dev-dependencies and so builds a second copy of the whole tree.
+cargo test --workspace --locked --quiet --no-run
 secret_hex=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 # The values the cluster would give: a Secret's URL is replaced by the CI database when
 # there is one, else by a well-formed URL (eval never connects).

@@ -8,7 +8,9 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.5
 fi
-cargo build --locked --quiet --bin jakguard
+# The binary the tests just built, with their feature set: a plain `cargo build --bin` resolves
+# features without the dev-dependencies and so builds a second copy of the whole tree.
+cargo test --workspace --locked --quiet --no-run
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 JAKGUARD_LOG=warn ./target/debug/jakguard serve --bind "127.0.0.1:$port" > target/schemathesis-serve.log 2>&1 &
 pid=$!

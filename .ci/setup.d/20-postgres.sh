@@ -18,6 +18,7 @@ if [ -z "$(jg_pg_bindir)" ] || [ ! -x "$(jg_pg_bindir)/initdb" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  apt-get clean
 fi
 jg_pg_bin="$(jg_pg_bindir)"
 
