@@ -389,18 +389,53 @@ fn treats(t: &TreatmentMatcher, concept: &Concept, text_words: &[String]) -> boo
 /// "Essential hypertension (I10)".
 fn describe(concept: &Concept, code: &str) -> String {
     match concept.texts().next() {
-        Some(label) => format!("{label} ({code})"),
+        Some(label) => {
+            let mut text = String::with_capacity(label.len() + code.len() + 3);
+            text.push_str(label);
+            text.push_str(" (");
+            text.push_str(code);
+            text.push(')');
+            text
+        }
         None => code.to_owned(),
     }
 }
 
 /// A number without useless decimals: 5, 0.45, 12.5.
 pub(crate) fn fmt_num(v: f64) -> String {
-    let s = format!("{:.3}", v);
-    let s = s.trim_end_matches('0').trim_end_matches('.');
+    use std::fmt::Write as _;
+    // One buffer, trimmed in place: this runs for every measurement shown as evidence.
+    let mut s = String::with_capacity(24);
+    let _ = write!(s, "{v:.3}");
+    let kept = s.trim_end_matches('0').trim_end_matches('.').len();
+    s.truncate(kept);
     if s.is_empty() || s == "-0" {
-        "0".into()
-    } else {
-        s.to_owned()
+        s.clear();
+        s.push('0');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_num;
+
+    #[test]
+    fn evidence_numbers_show_at_most_three_decimals_and_no_trailing_zeros() {
+        let cases = [
+            (31.2, "31.2"),
+            (100.0, "100"),
+            (0.0, "0"),
+            (-0.0, "0"),
+            (-0.0001, "0"),
+            (0.00025, "0"),
+            (12.3456, "12.346"),
+            (-3.5, "-3.5"),
+            (7.1204, "7.12"),
+            (1e20, "100000000000000000000"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(fmt_num(v), want, "{v}");
+        }
     }
 }

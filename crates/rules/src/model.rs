@@ -10,7 +10,14 @@ pub struct ResourceRef(String);
 
 impl ResourceRef {
     pub fn new(resource_type: &str, id: Option<&str>) -> Self {
-        ResourceRef(format!("{resource_type}/{}", id.unwrap_or("(no id)")))
+        // Built for every resource read: pushed rather than `format!`ed, whose machinery cost
+        // several times the copy (callgrind: 7.9k of a call's instructions).
+        let id = id.unwrap_or("(no id)");
+        let mut text = String::with_capacity(resource_type.len() + 1 + id.len());
+        text.push_str(resource_type);
+        text.push('/');
+        text.push_str(id);
+        ResourceRef(text)
     }
 
     /// A reference already written `Type/id`.
