@@ -294,7 +294,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let out = if pretty {
                         serde_json::to_string_pretty(&resp.response)?
                     } else {
-                        serde_json::to_string(&resp.response)?
+                        // What the HTTP service writes, byte for byte.
+                        String::from_utf8(jakguard_cds::json::to_vec(&resp.response)?)?
                     };
                     println!("{out}");
                     Ok(ExitCode::SUCCESS)

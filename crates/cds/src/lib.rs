@@ -12,6 +12,7 @@
 pub mod cards;
 pub mod error;
 pub mod feedback;
+pub mod json;
 pub mod request;
 pub mod services;
 

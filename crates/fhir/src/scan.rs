@@ -134,6 +134,28 @@ fn chunk_at(b: &[u8], pos: usize) -> Option<u64> {
     Some(u64::from_le_bytes(eight))
 }
 
+/// How many bytes at the start of `bytes` may stand in a JSON string as they are: none of
+/// `"`, `\` or a control character. Eight bytes at a time; shared with the response writer
+/// (`jakguard_cds::json`), which escapes exactly these bytes.
+#[inline]
+pub fn plain_run(bytes: &[u8]) -> usize {
+    let mut pos = 0;
+    while let Some(chunk) = chunk_at(bytes, pos) {
+        let stops = string_stops(chunk);
+        if stops != 0 {
+            return pos + (stops.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    // The last bytes as one chunk padded with plain ones: most strings written are short
+    // (keys, codes, labels), and a byte-by-byte search here cost more than the chunks.
+    let tail = &bytes[pos..];
+    let mut padded = [b'a'; 8];
+    padded[..tail.len()].copy_from_slice(tail);
+    let stops = string_stops(u64::from_le_bytes(padded));
+    pos + ((stops.trailing_zeros() / 8) as usize).min(tail.len())
+}
+
 // The lexical layer: free functions from a position to the position after what they skip, so
 // that the position stays in a register; `None` when the text is malformed there.
 
@@ -959,6 +981,29 @@ mod tests {
         ] {
             assert!(from_str::<Shape>(text).is_err(), "{text}");
             assert!(serde_json::from_str::<Shape>(text).is_err(), "{text}");
+        }
+    }
+
+    /// Every length up to 24, with one byte that must be escaped at every position (or none),
+    /// against a byte-by-byte search.
+    #[test]
+    fn plain_run_ends_at_the_first_byte_a_string_cannot_hold_as_it_is() {
+        for len in 0..=24 {
+            for stop_at in 0..=len {
+                for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                    for filler in [b'a', b' ', 0x7f, 0xc3] {
+                        let mut bytes = vec![filler; len];
+                        if stop_at < len {
+                            bytes[stop_at] = stop;
+                        }
+                        let naive = bytes
+                            .iter()
+                            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                            .unwrap_or(len);
+                        assert_eq!(plain_run(&bytes), naive, "{bytes:?}");
+                    }
+                }
+            }
         }
     }
 

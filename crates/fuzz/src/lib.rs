@@ -71,9 +71,15 @@ pub fn check(engine: &Engine, service: &str, input: &[u8]) -> Result<(), String>
                     return Err(format!("indicator {}", c.indicator));
                 }
             }
-            serde_json::to_vec(&ev.response)
-                .map(|_| ())
-                .map_err(|e| format!("response not serialisable: {e}"))
+            // The service's writer must give serde_json's bytes (see jakguard_cds::json).
+            let theirs = serde_json::to_vec(&ev.response)
+                .map_err(|e| format!("response not serialisable: {e}"))?;
+            let ours = jakguard_cds::json::to_vec(&ev.response)
+                .map_err(|e| format!("response not written: {e}"))?;
+            if ours != theirs {
+                return Err("jakguard_cds::json and serde_json wrote different bytes".into());
+            }
+            Ok(())
         }
     }
 }

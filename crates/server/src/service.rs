@@ -87,7 +87,8 @@ async fn call(
             );
             // Sized for the usual answer (2 to 6 KB): growing from empty copied it five times.
             let mut bytes = Vec::with_capacity(8 * 1024);
-            match serde_json::to_writer(&mut bytes, &response) {
+            // jakguard_cds::json: serde_json's bytes, with strings escaped eight at a time.
+            match jakguard_cds::json::to_writer(&mut bytes, &response) {
                 Ok(()) => HttpResponse::Ok()
                     .content_type("application/json")
                     .body(bytes),
