@@ -2,6 +2,7 @@
 //! response the service would give to one request.
 
 mod logging;
+mod logwriter;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -125,15 +126,12 @@ fn init_tracing() -> Option<tracing_appender::non_blocking::WorkerGuard> {
     // One line per call costs a write to standard error; under load that system call on the
     // worker was a tenth of the throughput. Lines go through a bounded channel to a writer
     // thread that buffers them and writes a batch at a time (flushed whenever the channel is
-    // empty, so a quiet service's lines appear at once). Not lossy: a full channel makes the
-    // worker wait rather than drop a line.
+    // empty, then a pause of `logwriter::PAUSE` so that the next batch gathers the lines of a
+    // few milliseconds). Not lossy: a full channel makes the worker wait rather than drop a line.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("jakguard-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+        .finish(logwriter::Gather::new(std::io::stderr()));
     // The current span (endpoint, hookInstance) is on every line, not the list of spans,
     // which would repeat it. The lines have the shape of tracing-subscriber's `json()` (with
     // `with_span_list(false)`) but are written by `logging`, for a fraction of the cost.
