@@ -43,10 +43,15 @@ pub enum Fetched<'a> {
 }
 
 /// One resource of a prefetch value or a Bundle, with the Bundle entry's `fullUrl`.
+///
+/// The resource is boxed where it is read: a `RawResource` is about 700 bytes, and by value
+/// it was copied five or six times on its way into the list (out of its visitor, into the
+/// entry, into the `Vec`, again each time the `Vec` grew): about a sixth of a call's memory
+/// copying and most of its cache misses on written memory (callgrind, `SIM=1`).
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
     pub full_url: Option<Cow<'a, str>>,
-    pub resource: RawResource<'a>,
+    pub resource: Box<RawResource<'a>>,
 }
 
 /// Classifies one prefetch value. Never fails.
@@ -83,7 +88,7 @@ pub fn read_value_by_parts(raw: &RawValue) -> Fetched<'_> {
             Some(_) => Fetched::Resources {
                 resources: vec![Entry {
                     full_url: None,
-                    resource: top.resource,
+                    resource: Box::new(top.resource),
                 }],
                 next: None,
                 unreadable: vec![],
@@ -115,7 +120,7 @@ fn read_value_in_two(raw: &RawValue) -> Fetched<'_> {
         Some(_) => Fetched::Resources {
             resources: vec![Entry {
                 full_url: None,
-                resource: res,
+                resource: Box::new(res),
             }],
             next: None,
             unreadable: vec![],
@@ -285,7 +290,7 @@ pub fn drafts_of(bundle: DraftsBundle<'_>) -> Result<Drafts<'_>, &'static str> {
         entries.push(DraftEntry::Read(
             Entry {
                 full_url,
-                resource: resource.value,
+                resource: Box::new(resource.value),
             },
             resource.raw,
         ));

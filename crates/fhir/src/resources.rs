@@ -253,7 +253,7 @@ impl<'a> Bundle<'a> {
                 break;
             }
             let Some(raw) = e.resource else { continue };
-            match crate::lenient::parse::<RawResource>(raw.get()) {
+            match crate::lenient::parse::<Box<RawResource>>(raw.get()) {
                 Ok(resource) => resources.push(e.entry(resource)),
                 Err(_) => unreadable.push(format!("Bundle entry {}", i + 1)),
             }
@@ -268,7 +268,7 @@ impl<'a> Bundle<'a> {
 
 impl<'a> REntry<'a> {
     /// This entry with its resource read.
-    fn entry(&self, resource: RawResource<'a>) -> Entry<'a> {
+    fn entry(&self, resource: Box<RawResource<'a>>) -> Entry<'a> {
         Entry {
             full_url: self
                 .full_url
@@ -282,8 +282,6 @@ impl<'a> REntry<'a> {
 /// An entry of `draftOrders` read by parts: its resource, or, when the resource cannot be read
 /// and may be a MedicationRequest, the order it names. A draft order must never vanish
 /// silently: it may be the JAK inhibitor the prescriber is signing.
-// Nearly every entry is `Read`: boxing it would add an allocation per entry for nothing.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum DraftEntry<'a> {
     /// A resource, with its raw text.
     Read(Entry<'a>, &'a RawValue),
@@ -317,7 +315,7 @@ impl<'a> Bundle<'a> {
                 continue;
             };
             let Some(raw) = e.resource else { continue };
-            match crate::lenient::parse::<RawResource>(raw.get()) {
+            match crate::lenient::parse::<Box<RawResource>>(raw.get()) {
                 Ok(resource) => out.push(DraftEntry::Read(e.entry(resource), raw)),
                 Err(_) => {
                     if let Some(reference) = unreadable_draft(raw) {
@@ -518,7 +516,7 @@ impl<'a> Top<'a, InPlaceEntries<'a>> {
             Some(_) => Fetched::Resources {
                 resources: vec![Entry {
                     full_url: None,
-                    resource: self.resource,
+                    resource: Box::new(self.resource),
                 }],
                 next: None,
                 unreadable: vec![],
@@ -534,8 +532,9 @@ impl<'a> Top<'a, InPlaceEntries<'a>> {
 struct InPlaceEntry<'a> {
     #[serde(borrow)]
     full_url: Option<Lenient<Str<'a>>>,
+    // Boxed as soon as it is read (see `Entry`).
     #[serde(borrow)]
-    resource: Option<RawResource<'a>>,
+    resource: Option<Box<RawResource<'a>>>,
 }
 
 /// The entries of a Bundle read in place: an array, `null` or a single object, as [`Many`]
