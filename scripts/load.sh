@@ -102,15 +102,52 @@ run() {
 
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
+# cpu_ticks PID -> "workers audit log other": CPU time (user + system, in clock ticks) of the
+# process's threads so far, by role. Read before and after a run, it says what a call costs in
+# CPU, which on a shared machine moves much less than throughput does, and where it goes: the
+# HTTP workers, the audit trail's writer (the storage runtime and SQLite's thread), the log
+# writer.
+cpu_ticks() {
+  local t comm stat w=0 a=0 l=0 o=0 ticks
+  for t in /proc/"$1"/task/*; do
+    comm="$(cat "$t/comm" 2>/dev/null)" || continue
+    stat="$(cat "$t/stat" 2>/dev/null)" || continue
+    # Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    read -r -a f <<<"${stat##*) }"
+    ticks=$((f[11] + f[12]))
+    case "$comm" in
+      actix-rt*) w=$((w + ticks)) ;;
+      sqlx-sqlite*|jakguard-storag*) a=$((a + ticks)) ;;
+      jakguard-log*) l=$((l + ticks)) ;;
+      *) o=$((o + ticks)) ;;
+    esac
+  done
+  echo "$w $a $l $o"
+}
+
+# cpu_us BEFORE AFTER REQUESTS -> the same four, in microseconds of CPU per request.
+cpu_us() {
+  awk -v b="$1" -v a="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    split(b, B, " "); split(a, A, " ")
+    for (i = 1; i <= 4; i++) printf "%.1f ", (A[i] - B[i]) * 1e6 / hz / n
+  }'
+}
+
 echo "== warm-up (${WARMUP} s each)"
 run "$jak_port" /cds-services/ 4 "$WARMUP" >/dev/null
 run "$floor_port" /bench/floor/ 4 "$WARMUP" >/dev/null
 
-declare -A R
+declare -A R C
 for conns in 4 50; do
   echo "== $conns connections, ${DURATION} s per side"
+  before="$(cpu_ticks "$floor_pid")"
   R[floor_$conns]="$(run "$floor_port" /bench/floor/ "$conns" "$DURATION")"
+  C[floor_$conns]="$(cpu_us "$before" "$(cpu_ticks "$floor_pid")" \
+    "$(awk -v r="${R[floor_$conns]}" -v d="$DURATION" 'BEGIN { split(r, x, " "); print x[1] * d }')")"
+  before="$(cpu_ticks "$jak_pid")"
   R[jak_$conns]="$(run "$jak_port" /cds-services/ "$conns" "$DURATION")"
+  C[jak_$conns]="$(cpu_us "$before" "$(cpu_ticks "$jak_pid")" \
+    "$(awk -v r="${R[jak_$conns]}" -v d="$DURATION" 'BEGIN { split(r, x, " "); print x[1] * d }')")"
 done
 jak_hwm="$(hwm_kb "$jak_pid")"
 floor_hwm="$(hwm_kb "$floor_pid")"
@@ -126,14 +163,21 @@ for k in floor_4 jak_4 floor_50 jak_50; do
 done
 
 awk -v f4="${R[floor_4]}" -v j4="${R[jak_4]}" -v f50="${R[floor_50]}" -v j50="${R[jak_50]}" \
-  -v jh="$jak_hwm" -v fh="$floor_hwm" -v status="$status" 'BEGIN {
+  -v jh="$jak_hwm" -v fh="$floor_hwm" -v status="$status" \
+  -v fc="${C[floor_50]}" -v jc="${C[jak_50]}" 'BEGIN {
   split(f4, F4, " "); split(j4, J4, " "); split(f50, F50, " "); split(j50, J50, " ")
+  split(fc, FC, " "); split(jc, JC, " ")
   printf "\n%-22s %12s %12s %12s\n", "", "floor", "jakguard", "ratio"
   row("req/s @4", F4[1], J4[1]); row("p50 ms @4", F4[2] / 1000, J4[2] / 1000)
   row("p99 ms @4", F4[3] / 1000, J4[3] / 1000)
   row("req/s @50", F50[1], J50[1]); row("p50 ms @50", F50[2] / 1000, J50[2] / 1000)
   row("p99 ms @50", F50[3] / 1000, J50[3] / 1000)
   row("peak RSS MB", fh / 1024, jh / 1024)
+  # Not a budget: where the CPU of a call goes (us per request at 50 connections).
+  row("CPU us/req @50", FC[1] + FC[2] + FC[3] + FC[4], JC[1] + JC[2] + JC[3] + JC[4])
+  row("  HTTP workers", FC[1], JC[1])
+  row("  audit writer", FC[2], JC[2])
+  row("  log writer", FC[3], JC[3])
   print ""
   check("throughput @50 >= 0.5 x floor", J50[1] / F50[1], ">=", 0.5)
   check("p50 @4 <= 2 x floor", J4[2] / F4[2], "<=", 2)
