@@ -5,7 +5,7 @@
 //! request always gives the same response (the command line and the HTTP service agree).
 
 use jakguard_knowledge::{FactorCode, Knowledge, Lang, Topic};
-use jakguard_rules::{Assessment, DoseFinding, Evidence, Factor, Finding, Note, PartialDate};
+use jakguard_rules::{Assessment, DoseFinding, Evidence, Factor, Finding, Note};
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
@@ -221,19 +221,33 @@ fn clip(s: String) -> String {
     out
 }
 
-fn date_text(d: &Option<PartialDate>) -> Option<String> {
-    d.map(|d| d.to_string())
+fn evidence_line(ctx: &RenderContext<'_>, e: &Evidence) -> String {
+    let mut out = String::with_capacity(e.what.len() + e.reference.as_str().len() + 24);
+    push_evidence(ctx, e, &mut out);
+    out
 }
 
-fn evidence_line(ctx: &RenderContext<'_>, e: &Evidence) -> String {
-    let when =
-        date_text(&e.date).unwrap_or_else(|| ctx.k.texts.get(ctx.lang, "evidence_none").to_owned());
-    format!("{} (`{}`, {})", e.what, e.reference, when)
+/// `what (`reference`, date)`, appended to `out`: the factor lines write each piece of
+/// evidence straight into the card's text rather than into strings joined afterwards.
+fn push_evidence(ctx: &RenderContext<'_>, e: &Evidence, out: &mut String) {
+    use std::fmt::Write as _;
+    out.push_str(&e.what);
+    out.push_str(" (`");
+    out.push_str(e.reference.as_str());
+    out.push_str("`, ");
+    match &e.date {
+        // Writing to a String cannot fail.
+        Some(d) => {
+            let _ = write!(out, "{d}");
+        }
+        None => out.push_str(ctx.k.texts.get(ctx.lang, "evidence_none")),
+    }
+    out.push(')');
 }
 
 fn factor_lines(ctx: &RenderContext<'_>, factors: &[Factor]) -> String {
     let t = &ctx.k.texts;
-    let mut out = String::new();
+    let mut out = String::with_capacity(128 * factors.len());
     for f in factors {
         let label = t.get_in(ctx.lang, "factor", f.code.as_str());
         out.push_str("- **");
@@ -244,10 +258,9 @@ fn factor_lines(ctx: &RenderContext<'_>, factors: &[Factor]) -> String {
             out.push_str(t.get(ctx.lang, "inferred"));
             out.push(')');
         }
-        let ev: Vec<String> = f.evidence.iter().map(|e| evidence_line(ctx, e)).collect();
-        if !ev.is_empty() {
-            out.push_str(": ");
-            out.push_str(&ev.join("; "));
+        for (i, e) in f.evidence.iter().enumerate() {
+            out.push_str(if i == 0 { ": " } else { "; " });
+            push_evidence(ctx, e, &mut out);
         }
         out.push('\n');
     }
