@@ -177,29 +177,85 @@ impl AtcList {
 /// Splits free text into lower-case words without accents, so that
 /// `"XELJANZ 5 mg, comprimé pelliculé"` gives `["xeljanz", "5", "mg", "comprime", "pellicule"]`.
 pub fn words(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for c in text.chars() {
-        // Most text is ASCII: no need for the Unicode tables.
-        if c.is_ascii_alphanumeric() {
-            cur.push(c.to_ascii_lowercase());
-            continue;
-        }
-        let folded = fold_char(c);
-        match folded {
-            Some(s) => cur.push_str(s),
-            None if c.is_alphanumeric() => cur.extend(c.to_lowercase()),
-            None => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
+    let mut w = Words::default();
+    w.add(text);
+    w.iter().map(str::to_owned).collect()
+}
+
+/// The words of one or more texts, as [`words`] splits them, in one buffer: the rules split the
+/// texts of every medication of a record, and a `String` per word was an allocation per word
+/// (and a few more as each grew). Words of texts added one after the other follow each other,
+/// as if the texts were one list.
+#[derive(Debug, Clone, Default)]
+pub struct Words {
+    buf: String,
+    /// Where each word ends in `buf`; a word starts where the one before it ends.
+    ends: Vec<usize>,
+}
+
+impl Words {
+    pub fn of(text: &str) -> Words {
+        let mut w = Words::default();
+        w.add(text);
+        w
+    }
+
+    /// Appends the words of `text`.
+    pub fn add(&mut self, text: &str) {
+        self.buf.reserve(text.len());
+        let mut start = self.buf.len();
+        let end_word = |buf: &mut String, ends: &mut Vec<usize>, start: &mut usize| {
+            if buf.len() > *start {
+                ends.push(buf.len());
+                *start = buf.len();
+            }
+        };
+        for c in text.chars() {
+            // Most text is ASCII: no need for the Unicode tables.
+            if c.is_ascii_alphanumeric() {
+                self.buf.push(c.to_ascii_lowercase());
+                continue;
+            }
+            match fold_char(c) {
+                Some(s) => self.buf.push_str(s),
+                None if c.is_alphanumeric() => self.buf.extend(c.to_lowercase()),
+                None => end_word(&mut self.buf, &mut self.ends, &mut start),
             }
         }
+        end_word(&mut self.buf, &mut self.ends, &mut start);
     }
-    if !cur.is_empty() {
-        out.push(cur);
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
     }
-    out
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The `i`-th word.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.buf[start..end])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// Whether `phrase` appears in these words as consecutive whole words.
+    fn contains_phrase(&self, phrase: &[String]) -> bool {
+        if phrase.is_empty() || phrase.len() > self.len() {
+            return false;
+        }
+        (0..=self.len() - phrase.len()).any(|i| {
+            phrase
+                .iter()
+                .enumerate()
+                .all(|(j, p)| self.get(i + j) == Some(p.as_str()))
+        })
+    }
 }
 
 fn fold_char(c: char) -> Option<&'static str> {
@@ -238,10 +294,8 @@ impl NameList {
     }
 
     /// Whether one of the names appears, as consecutive whole words, in `text_words`.
-    pub fn found_in(&self, text_words: &[String]) -> bool {
-        self.0
-            .iter()
-            .any(|name| text_words.windows(name.len()).any(|w| w == name.as_slice()))
+    pub fn found_in(&self, text_words: &Words) -> bool {
+        self.0.iter().any(|name| text_words.contains_phrase(name))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -302,9 +356,31 @@ mod tests {
     #[test]
     fn names_match_whole_words_only() {
         let n = NameList::parse(&["rinvoq".into(), "ethinyl estradiol".into()]).unwrap();
-        assert!(n.found_in(&words("RINVOQ 15 mg")));
-        assert!(!n.found_in(&words("rinvoqx")));
-        assert!(n.found_in(&words("levonorgestrel / ethinyl estradiol 0.1 mg")));
+        assert!(n.found_in(&Words::of("RINVOQ 15 mg")));
+        assert!(!n.found_in(&Words::of("rinvoqx")));
+        assert!(n.found_in(&Words::of("levonorgestrel / ethinyl estradiol 0.1 mg")));
+        assert!(!n.found_in(&Words::of("ethinyl")));
+        assert!(!n.found_in(&Words::of("")));
+    }
+
+    #[test]
+    fn words_of_several_texts_follow_each_other_as_one_list() {
+        let mut w = Words::of("Ethinyl");
+        w.add("  ");
+        w.add("ESTRADIOL, comprimé");
+        assert_eq!(
+            w.iter().collect::<Vec<_>>(),
+            ["ethinyl", "estradiol", "comprime"]
+        );
+        assert_eq!(w.get(1), Some("estradiol"));
+        assert_eq!(w.get(3), None);
+        // A phrase split between two texts is found, as it was in the list the texts gave.
+        let n = NameList::parse(&["ethinyl estradiol".into()]).unwrap();
+        assert!(n.found_in(&w));
+        // Each text ends its last word: no word runs from one text into the next.
+        let mut w = Words::of("ab");
+        w.add("cd");
+        assert_eq!(w.iter().collect::<Vec<_>>(), ["ab", "cd"]);
     }
 
     #[test]

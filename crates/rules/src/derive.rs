@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use jakguard_knowledge::codes::{normalize_icd10, words};
+use jakguard_knowledge::codes::{normalize_icd10, Words};
 use jakguard_knowledge::{
     Analyte, ConditionMatcher, FactorCode, FactorKind, Knowledge, Topic, TreatmentMatcher,
 };
@@ -254,7 +254,10 @@ impl Profile {
             if m.status.as_deref().is_some_and(|s| s != "active") {
                 continue;
             }
-            let text_words: Vec<String> = m.medication.concept.texts().flat_map(words).collect();
+            let mut text_words = Words::default();
+            for text in m.medication.concept.texts() {
+                text_words.add(text);
+            }
             for def in &k.factors {
                 if def.treatment.is_empty()
                     || !treats(&def.treatment, &m.medication.concept, &text_words)
@@ -378,7 +381,7 @@ fn matching_code<'c>(
     })
 }
 
-fn treats(t: &TreatmentMatcher, concept: &Concept, text_words: &[String]) -> bool {
+fn treats(t: &TreatmentMatcher, concept: &Concept, text_words: &Words) -> bool {
     concept.codings.iter().any(|c| match c.system {
         CodeSystem::RxNorm => t.rxnorm.contains(&c.code),
         CodeSystem::Atc => t.atc.match_len(&c.code).is_some(),

@@ -3,7 +3,7 @@
 //! When any part of the dose cannot be read, the answer is `None`: jakguard says nothing
 //! about a dose it would have to guess.
 
-use jakguard_knowledge::codes::words;
+use jakguard_knowledge::codes::Words;
 use jakguard_knowledge::{FactorCode, Knowledge};
 
 use crate::model::*;
@@ -76,16 +76,16 @@ pub fn strength_mg(k: &Knowledge, med: &MedicationInfo) -> Option<f64> {
     }
     if found.is_empty() {
         for text in med.concept.texts() {
-            let w = words(text);
-            for pair in w.windows(2) {
-                if let Some(per) = k.doses.mg_per(&pair[1]) {
-                    if let Ok(v) = pair[0].replace(',', ".").parse::<f64>() {
+            let w = Words::of(text);
+            for (number, unit) in w.iter().zip(w.iter().skip(1)) {
+                if let Some(per) = k.doses.mg_per(unit) {
+                    if let Ok(v) = number.replace(',', ".").parse::<f64>() {
                         found.push(v * per);
                     }
                 }
             }
             // "5mg" written as one word
-            for word in &w {
+            for word in w.iter() {
                 if let Some(num) = word.strip_suffix("mg") {
                     if let Ok(v) = num.parse::<f64>() {
                         found.push(v);

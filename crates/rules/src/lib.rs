@@ -47,11 +47,10 @@ pub fn recognise<'k>(k: &'k Knowledge, med: &MedicationInfo) -> Option<&'k Molec
     if let Some((_, m)) = by_atc {
         return Some(m);
     }
-    let words: Vec<String> = med
-        .concept
-        .texts()
-        .flat_map(jakguard_knowledge::codes::words)
-        .collect();
+    let mut words = jakguard_knowledge::codes::Words::default();
+    for text in med.concept.texts() {
+        words.add(text);
+    }
     k.molecules.iter().find(|m| m.names.found_in(&words))
 }
 
