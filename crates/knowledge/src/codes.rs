@@ -246,15 +246,30 @@ impl Words {
 
     /// Whether `phrase` appears in these words as consecutive whole words.
     fn contains_phrase(&self, phrase: &[String]) -> bool {
-        if phrase.is_empty() || phrase.len() > self.len() {
+        let Some((first, rest)) = phrase.split_first() else {
+            return false;
+        };
+        if phrase.len() > self.len() {
             return false;
         }
-        (0..=self.len() - phrase.len()).any(|i| {
-            phrase
-                .iter()
-                .enumerate()
-                .all(|(j, p)| self.get(i + j) == Some(p.as_str()))
-        })
+        // This runs for every name of the knowledge against every medication of a record:
+        // each word's bounds come from walking `ends` once, and only a word of the first
+        // word's length is compared at all.
+        let mut start = 0;
+        for i in 0..=self.len() - phrase.len() {
+            let end = self.ends[i];
+            if end - start == first.len()
+                && self.buf.as_bytes()[start..end] == *first.as_bytes()
+                && rest
+                    .iter()
+                    .enumerate()
+                    .all(|(j, p)| self.get(i + 1 + j) == Some(p.as_str()))
+            {
+                return true;
+            }
+            start = end;
+        }
+        false
     }
 }
 
