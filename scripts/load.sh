@@ -129,7 +129,7 @@ cpu_ticks() {
 cpu_us() {
   awk -v b="$1" -v a="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {
     split(b, B, " "); split(a, A, " ")
-    for (i = 1; i <= 4; i++) printf "%.1f ", (A[i] - B[i]) * 1e6 / hz / n
+    for (i = 1; i <= 4; i++) printf "%.1f ", (n > 0 ? (A[i] - B[i]) * 1e6 / hz / n : 0)
   }'
 }
 

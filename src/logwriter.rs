@@ -8,8 +8,8 @@
 //! something, [`Gather`] sleeps for [`PAUSE`], so that the next batch holds what arrived
 //! meanwhile (dozens of lines at these rates) and goes out in one `write`.
 //!
-//! What this costs: a line may appear up to [`PAUSE`] later than it was logged, never more,
-//! and the first line after a quiet spell is not delayed at all (the pause follows a write,
+//! What this costs: a line may appear up to [`PAUSE`] (plus the time of the write before it)
+//! later than it was logged, and the first line after a quiet spell is not delayed at all (the pause follows a write,
 //! it never precedes one). Nothing is dropped: the channel in front is bounded and not lossy,
 //! so a worker that found it full would wait rather than lose a line (it holds 128,000 lines,
 //! several seconds of the fastest logging measured, against a pause of 2 ms). A stopping

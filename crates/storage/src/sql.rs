@@ -157,8 +157,9 @@ impl Db {
                     // index page rewritten by many batches is copied back once per checkpoint,
                     // so ten times fewer checkpoints copy far fewer pages (the writer's thread
                     // took about 12% less CPU per call under scripts/load.sh). The cost is a
-                    // WAL file of up to 40 MiB beside the database, replayed on open after a
-                    // crash, and no durability: a commit is on disk in the WAL either way.
+                    // WAL file of about 40 MiB beside the database (more while a long read
+                    // holds a checkpoint back), replayed on open after a crash, and nothing
+                    // of durability: a commit is on disk in the WAL either way.
                     .pragma("wal_autocheckpoint", "10000");
                 // Retried like a server's: opening a new database in WAL mode with full
                 // synchronisation waits on fsync, which a busy disk (a CI machine compiling
