@@ -138,16 +138,18 @@ run "$jak_port" /cds-services/ 4 "$WARMUP" >/dev/null
 run "$floor_port" /bench/floor/ 4 "$WARMUP" >/dev/null
 
 declare -A R C
+# measure KEY PID PORT PREFIX CONNS: one run, its results in R[KEY] and its CPU in C[KEY].
+measure() {
+  local before
+  before="$(cpu_ticks "$2")"
+  R[$1]="$(run "$3" "$4" "$5" "$DURATION")"
+  C[$1]="$(cpu_us "$before" "$(cpu_ticks "$2")" \
+    "$(awk -v r="${R[$1]}" -v d="$DURATION" 'BEGIN { split(r, x, " "); print x[1] * d }')")"
+}
 for conns in 4 50; do
   echo "== $conns connections, ${DURATION} s per side"
-  before="$(cpu_ticks "$floor_pid")"
-  R[floor_$conns]="$(run "$floor_port" /bench/floor/ "$conns" "$DURATION")"
-  C[floor_$conns]="$(cpu_us "$before" "$(cpu_ticks "$floor_pid")" \
-    "$(awk -v r="${R[floor_$conns]}" -v d="$DURATION" 'BEGIN { split(r, x, " "); print x[1] * d }')")"
-  before="$(cpu_ticks "$jak_pid")"
-  R[jak_$conns]="$(run "$jak_port" /cds-services/ "$conns" "$DURATION")"
-  C[jak_$conns]="$(cpu_us "$before" "$(cpu_ticks "$jak_pid")" \
-    "$(awk -v r="${R[jak_$conns]}" -v d="$DURATION" 'BEGIN { split(r, x, " "); print x[1] * d }')")"
+  measure "floor_$conns" "$floor_pid" "$floor_port" /bench/floor/ "$conns"
+  measure "jak_$conns" "$jak_pid" "$jak_port" /cds-services/ "$conns"
 done
 jak_hwm="$(hwm_kb "$jak_pid")"
 floor_hwm="$(hwm_kb "$floor_pid")"

@@ -49,11 +49,6 @@ impl<W: Write> Write for Gather<W> {
         self.inner.write(buf)
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.dirty |= !buf.is_empty();
-        self.inner.write_all(buf)
-    }
-
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()?;
         if std::mem::take(&mut self.dirty) && !self.pause.is_zero() {

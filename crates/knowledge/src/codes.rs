@@ -203,13 +203,6 @@ impl Words {
     /// Appends the words of `text`.
     pub fn add(&mut self, text: &str) {
         self.buf.reserve(text.len());
-        let mut start = self.buf.len();
-        let end_word = |buf: &mut String, ends: &mut Vec<usize>, start: &mut usize| {
-            if buf.len() > *start {
-                ends.push(buf.len());
-                *start = buf.len();
-            }
-        };
         for c in text.chars() {
             // Most text is ASCII: no need for the Unicode tables.
             if c.is_ascii_alphanumeric() {
@@ -219,10 +212,17 @@ impl Words {
             match fold_char(c) {
                 Some(s) => self.buf.push_str(s),
                 None if c.is_alphanumeric() => self.buf.extend(c.to_lowercase()),
-                None => end_word(&mut self.buf, &mut self.ends, &mut start),
+                None => self.end_word(),
             }
         }
-        end_word(&mut self.buf, &mut self.ends, &mut start);
+        self.end_word();
+    }
+
+    /// Ends the word being written, if any letters were written since the last one ended.
+    fn end_word(&mut self) {
+        if self.buf.len() > self.ends.last().copied().unwrap_or(0) {
+            self.ends.push(self.buf.len());
+        }
     }
 
     pub fn len(&self) -> usize {
