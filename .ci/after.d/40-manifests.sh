@@ -137,6 +137,9 @@ for probe, path in (("startupProbe", "/health/live"), ("livenessProbe", "/health
     g = c.get(probe, {}).get("httpGet", {})
     check(g.get("path") == path, f"{probe} must GET {path}")
     check(g.get("port") in ports or g.get("port") in ports.values(), f"{probe} port is not a container port")
+sp = c.get("startupProbe", {})
+check(sp.get("periodSeconds", 10) * sp.get("failureThreshold", 3) >= 600,
+      "startupProbe must allow 10 minutes: a migration killed midway starts over")
 svc_target = svc["spec"]["ports"][0]["targetPort"]
 check(svc_target in ports or svc_target in ports.values(), "the Service's targetPort is not a container port")
 ann = tmpl["metadata"].get("annotations", {})

@@ -73,10 +73,6 @@ pub(crate) struct PendingAudit {
     pub queued: Instant,
 }
 
-pub(crate) fn factors_json(factors: &[String]) -> String {
-    serde_json::to_string(factors).unwrap_or_else(|_| "[]".into())
-}
-
 pub(crate) struct AuditQueue {
     /// Shared, so that the writer takes a batch without copying its strings (it leaves the
     /// records in the queue until they are committed).
@@ -226,12 +222,48 @@ impl AuditQueue {
 }
 
 /// Writes the queue to the database until the sink is dropped and the queue is empty.
+/// Moves what pods of the previous release wrote in the first schema's shape (see
+/// [`Conn::fold_legacy_cards`]): all of it, a transaction at a time. A failure is logged and
+/// left for the next batch; it never holds up this release's own records. `false` when the
+/// connection should be discarded (whatever state a failure left it in).
+async fn fold_legacy(conn: &mut Conn) -> bool {
+    loop {
+        match tokio::time::timeout(WRITE_TIMEOUT, conn.fold_legacy_cards()).await {
+            Ok(Ok(0)) => return true,
+            Ok(Ok(moved)) => {
+                tracing::info!(
+                    moved,
+                    "audit trail: cards of the previous release's shape moved"
+                )
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "audit trail: cards of the previous release's shape not moved yet");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "audit trail: moving cards of the previous release's shape timed out"
+                );
+                return false;
+            }
+        }
+    }
+}
+
 pub(crate) async fn writer(queue: Arc<AuditQueue>, db: Db) {
     let mut backoff = MIN_BACKOFF;
     let mut failing_since: Option<Instant> = None;
     let mut last_warning = Instant::now();
     // Kept from one batch to the next (see `Db::audit_connection`); dropped after a failure.
     let mut conn: Option<Conn> = None;
+    // Rows the previous release's pods wrote since the migration, before any batch of ours.
+    if let Ok(Ok(mut c)) = tokio::time::timeout(WRITE_TIMEOUT, db.audit_connection()).await {
+        if fold_legacy(&mut c).await {
+            conn = Some(c);
+        } else {
+            c.discard();
+        }
+    }
     loop {
         let Some(oldest) = queue.oldest() else {
             if queue.closing() {
@@ -273,6 +305,13 @@ pub(crate) async fn writer(queue: Arc<AuditQueue>, db: Db) {
         match result {
             Ok(()) => {
                 queue.commit(batch.len());
+                if let Some(c) = &mut conn {
+                    if !fold_legacy(c).await {
+                        if let Some(c) = conn.take() {
+                            c.discard();
+                        }
+                    }
+                }
                 if let Some(since) = failing_since.take() {
                     tracing::info!(
                         outage_s = since.elapsed().as_secs(),
@@ -569,7 +608,7 @@ mod tests {
             // The table renamed away: the next batch fails, and is retried with backoff.
             let db = d.db.clone();
             run(&d, async move {
-                db.execute("ALTER TABLE audit_card RENAME TO audit_card_away")
+                db.execute("ALTER TABLE audit_card_event RENAME TO audit_card_away")
                     .await
             })
             .expect("renamed");
@@ -582,7 +621,7 @@ mod tests {
             );
             let db = d.db.clone();
             run(&d, async move {
-                db.execute("ALTER TABLE audit_card_away RENAME TO audit_card")
+                db.execute("ALTER TABLE audit_card_away RENAME TO audit_card_event")
                     .await
             })
             .expect("renamed back");

@@ -35,13 +35,18 @@ use jakguard_cds::AuditCard;
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Sqlite};
 
-use crate::audit::{factors_json, PendingAudit};
+use crate::audit::PendingAudit;
+use crate::cards;
 
-/// Row counts of the multi-row statements, largest first. The largest card statement binds
+/// Row counts of the multi-row statements, largest first. The largest event statement binds
 /// 1,024 × 7 parameters, well under [`crate::sql::MAX_BINDS`].
 const ROWS: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
-const EVENT_COLUMNS: usize = 6;
-const CARD_COLUMNS: usize = 7;
+const EVENT_COLUMNS: usize = 7;
+/// `audit_card_event`: a card's uuid, its event's time and id.
+const CARD_COLUMNS: usize = 3;
+/// Rows of the previous release's `audit_card` moved per transaction (see
+/// [`Conn::fold_legacy_cards`]).
+const FOLD_ROWS: i64 = 10_000;
 
 /// One pooled connection of either backend, kept by the audit writer between batches.
 pub(crate) enum Conn {
@@ -154,7 +159,7 @@ impl Texts {
             events: each(&|n| {
                 values(
                     style,
-                    &format!("INSERT INTO audit_event (id, at_ms, service, hook_instance, patient_hash, card_count) {open}"),
+                    &format!("INSERT INTO audit_event (id, at_ms, service, hook_instance, patient_hash, card_count, cards) {open}"),
                     n,
                     EVENT_COLUMNS,
                     &format!("{close} ON CONFLICT (id) DO NOTHING"),
@@ -163,10 +168,12 @@ impl Texts {
             cards: each(&|n| {
                 values(
                     style,
-                    &format!("INSERT INTO audit_card (event_id, at_ms, uuid, topic, indicator, molecule, factors) {open}"),
+                    &format!("INSERT INTO audit_card_event (uuid, at_ms, event_id) {open}"),
                     n,
                     CARD_COLUMNS,
-                    close,
+                    // A card listed twice in one answer (never seen, but not the writer's
+                    // to refuse) is one row.
+                    &format!("{close} ON CONFLICT DO NOTHING"),
                 )
             }),
             known: each(&|n| {
@@ -256,11 +263,13 @@ impl Conn {
                         .bind(a.service.as_str())
                         .bind(a.hook_instance.as_str())
                         .bind(a.patient_hash.as_str())
-                        .bind(a.cards.len() as i64);
+                        .bind(a.cards.len() as i64)
+                        .bind(cards::to_json(&a.cards));
                 }
                 for _ in rows..size {
                     q = q.bind(None::<&str>).bind(None::<i64>).bind(None::<&str>)
-                        .bind(None::<&str>).bind(None::<&str>).bind(None::<i64>);
+                        .bind(None::<&str>).bind(None::<&str>).bind(None::<i64>)
+                        .bind(None::<&str>);
                 }
                 if q.execute(&mut *tx).await?.rows_affected() != rows as u64 {
                     tx.rollback().await?;
@@ -278,18 +287,10 @@ impl Conn {
                 rest = tail;
                 let mut q = sqlx::query(text(&t.cards, size));
                 for (a, c) in chunk {
-                    q = q
-                        .bind(a.id.as_str())
-                        .bind(a.at_ms)
-                        .bind(c.uuid.as_str())
-                        .bind(c.topic.as_str())
-                        .bind(c.indicator.as_str())
-                        .bind(c.molecule.as_deref())
-                        .bind(factors_json(&c.factors));
+                    q = q.bind(c.uuid.as_str()).bind(a.at_ms).bind(a.id.as_str());
                 }
                 for _ in rows..size {
-                    q = q.bind(None::<&str>).bind(None::<i64>).bind(None::<&str>).bind(None::<&str>)
-                        .bind(None::<&str>).bind(None::<&str>).bind(None::<&str>);
+                    q = q.bind(None::<&str>).bind(None::<i64>).bind(None::<&str>);
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -311,6 +312,106 @@ impl Conn {
             }
             tx.commit().await?;
             Ok(true)
+        })
+    }
+
+    /// Moves the cards that a binary of the previous release wrote into `audit_card` (a row per
+    /// card, the first schema's shape) into their event's `cards` and `audit_card_event`, and
+    /// returns how many it moved. Migration 0002 keeps that table, empty, so that the pods of
+    /// the previous release keep their audit trail during a rolling update; the writer calls
+    /// this after each batch: one probe of an empty table when there is nothing to move. Each
+    /// call moves up to [`FOLD_ROWS`] rows in one transaction (the rows are deleted in it), so
+    /// a crash moves them all or none.
+    pub(crate) async fn fold_legacy_cards(&mut self) -> Result<usize, sqlx::Error> {
+        on_conn!(self, c => {
+            let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_card)")
+                .fetch_one(&mut **c)
+                .await?;
+            if !any {
+                return Ok(0);
+            }
+            let mut tx = Connection::begin(&mut **c).await?;
+            let rows = sqlx::query(
+                "SELECT id, event_id, at_ms, uuid, topic, indicator, molecule, factors \
+                 FROM audit_card ORDER BY id LIMIT $1",
+            )
+            .bind(FOLD_ROWS)
+            .fetch_all(&mut *tx)
+            .await?;
+            // Per event, in the order the cards were written.
+            let mut events: Vec<(String, i64, Vec<AuditCard>)> = Vec::new();
+            let mut index: std::collections::HashMap<String, usize> = Default::default();
+            let mut last_id = i64::MIN;
+            for r in &rows {
+                last_id = last_id.max(r.try_get(0)?);
+                let event: String = r.try_get(1)?;
+                let factors: String = r.try_get(7)?;
+                let card = AuditCard {
+                    uuid: r.try_get(3)?,
+                    topic: r.try_get(4)?,
+                    indicator: r.try_get(5)?,
+                    molecule: r.try_get(6)?,
+                    // As the previous release wrote them (serde_json); unreadable: none.
+                    factors: serde_json::from_str(&factors).unwrap_or_default(),
+                };
+                match index.get(&event) {
+                    Some(&i) => events[i].2.push(card),
+                    None => {
+                        index.insert(event.clone(), events.len());
+                        events.push((event, r.try_get(2)?, vec![card]));
+                    }
+                }
+            }
+            for (event, at_ms, legacy) in &events {
+                let stored: Option<String> =
+                    sqlx::query_scalar("SELECT cards FROM audit_event WHERE id = $1")
+                        .bind(event.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                // The previous release's events have the column's default, `[]`.
+                let mut all = match stored.as_deref().map(cards::from_json) {
+                    Some(Ok(c)) => c,
+                    Some(Err(e)) => {
+                        return Err(sqlx::Error::Protocol(format!(
+                            "audit event {event}: its cards cannot be read: {e}"
+                        )))
+                    }
+                    None => vec![],
+                };
+                all.extend(legacy.iter().cloned());
+                sqlx::query("UPDATE audit_event SET cards = $1 WHERE id = $2")
+                    .bind(cards::to_json(&all))
+                    .bind(event.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                for card in legacy {
+                    sqlx::query(
+                        "INSERT INTO audit_card_event (uuid, at_ms, event_id) VALUES ($1, $2, $3) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(card.uuid.as_str())
+                    .bind(*at_ms)
+                    .bind(event.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            // Feedback that came before the cards moved, and feedback the previous release's
+            // pods flagged unknown because they looked for this release's cards in audit_card:
+            // while they write there, they may do so. (The report finds a feedback's card by
+            // uuid and never reads the flag.)
+            sqlx::query(
+                "UPDATE feedback SET card_known = TRUE WHERE NOT card_known \
+                 AND EXISTS (SELECT 1 FROM audit_card_event i WHERE i.uuid = feedback.card_uuid)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM audit_card WHERE id <= $1")
+                .bind(last_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(rows.len())
         })
     }
 
@@ -404,12 +505,12 @@ mod tests {
     fn statement_texts_number_every_placeholder() {
         let t = Texts::new(Placeholders::Numbered);
         assert!(text(&t.events, 4)
-            .ends_with("($19, $20, $21, $22, $23, $24) ON CONFLICT (id) DO NOTHING"));
-        assert!(text(&t.cards, 1).ends_with("VALUES ($1, $2, $3, $4, $5, $6, $7)"));
+            .ends_with("($22, $23, $24, $25, $26, $27, $28) ON CONFLICT (id) DO NOTHING"));
+        assert!(text(&t.cards, 1).ends_with("VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"));
         assert!(text(&t.known, 4).ends_with("IN ($1, $2, $3, $4)"));
         let t = Texts::new(Placeholders::Question);
         assert!(text(&t.events, 4).ends_with(
-            "(?, ?, ?, ?, ?, ?)) WHERE column1 IS NOT NULL ON CONFLICT (id) DO NOTHING"
+            "(?, ?, ?, ?, ?, ?, ?)) WHERE column1 IS NOT NULL ON CONFLICT (id) DO NOTHING"
         ));
         assert_eq!(text(&t.cards, 16).matches('?').count(), 16 * CARD_COLUMNS);
         assert!(text(&t.known, 4).ends_with("IN (?, ?, ?, ?)"));

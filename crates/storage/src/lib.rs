@@ -21,6 +21,7 @@
 
 mod audit;
 mod bulk;
+mod cards;
 mod options;
 mod patient;
 pub mod report;
@@ -47,6 +48,10 @@ pub use sql::{open, open_database, Database, Opened};
 pub enum StorageError {
     #[error("the feedback store is unavailable: {0}")]
     Unavailable(String),
+    /// A stored record cannot be read back (only a hand edit of the database makes one): the
+    /// report stops rather than count around it.
+    #[error("the audit trail holds a record that cannot be read: {0}")]
+    Unreadable(String),
 }
 
 /// The storage could not be opened at start-up: the service refuses to start.

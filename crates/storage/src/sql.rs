@@ -7,12 +7,14 @@
 //! widths. Durability: SQLite in WAL mode with `synchronous = FULL` (a commit is on disk when
 //! it returns, even across a power cut); PostgreSQL's default synchronous commit.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use futures_util::TryStreamExt;
 use jakguard_cds::feedback::{
     AcceptedSuggestion, FeedbackItem, Outcome, OverrideReason, ReasonCoding,
 };
@@ -26,6 +28,7 @@ use sqlx::{Row, SqlSafeStr};
 
 use crate::audit::{self, AuditQueue, SqlAudit};
 use crate::bulk::Conn;
+use crate::cards;
 use crate::patient::{PatientHasher, SecretSource};
 use crate::report::{FeedbackRow, IssuedRow, Period, Report};
 use crate::runtime::StorageRuntime;
@@ -118,14 +121,41 @@ pub(crate) fn unavailable(e: sqlx::Error) -> StorageError {
     StorageError::Unavailable(e.to_string())
 }
 
-fn migrator(sql: &'static str) -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
+/// The schema's versions, oldest first, as (version, description, SQLite text, PostgreSQL
+/// text). A version once released is never edited: sqlx keeps each applied migration's
+/// checksum and refuses a database whose history differs from the binary's.
+const MIGRATIONS: [(i64, &str, &str, &str); 2] = [
+    (
         1,
-        "feedback and audit".into(),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+        "feedback and audit",
+        include_str!("../migrations/sqlite/0001_feedback_and_audit.sql"),
+        include_str!("../migrations/postgres/0001_feedback_and_audit.sql"),
+    ),
+    (
+        2,
+        "cards in their event",
+        include_str!("../migrations/sqlite/0002_cards_in_their_event.sql"),
+        include_str!("../migrations/postgres/0002_cards_in_their_event.sql"),
+    ),
+];
+
+/// The migrations up to `through` (a version of [`MIGRATIONS`]) for SQLite or PostgreSQL.
+fn migrator(postgres: bool, through: i64) -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .filter(|m| m.0 <= through)
+            .map(|&(version, description, sqlite, pg)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    (if postgres { pg } else { sqlite }).into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 impl Db {
@@ -201,20 +231,21 @@ impl Db {
     /// Applies the migrations this version knows (PostgreSQL takes an advisory lock, so
     /// replicas starting together migrate once).
     async fn migrate(&self) -> Result<(), OpenError> {
+        self.migrate_through(i64::MAX).await
+    }
+
+    /// The migrations up to version `through` (tests start from an older schema).
+    async fn migrate_through(&self, through: i64) -> Result<(), OpenError> {
         let migrate_error = |e: sqlx::migrate::MigrateError| OpenError::Migrate(e.to_string());
         match self {
-            Db::Sqlite(pool) => migrator(include_str!(
-                "../migrations/sqlite/0001_feedback_and_audit.sql"
-            ))
-            .run(pool)
-            .await
-            .map_err(migrate_error),
-            Db::Postgres(pool) => migrator(include_str!(
-                "../migrations/postgres/0001_feedback_and_audit.sql"
-            ))
-            .run(pool)
-            .await
-            .map_err(migrate_error),
+            Db::Sqlite(pool) => migrator(false, through)
+                .run(pool)
+                .await
+                .map_err(migrate_error),
+            Db::Postgres(pool) => migrator(true, through)
+                .run(pool)
+                .await
+                .map_err(migrate_error),
         }
     }
 
@@ -272,7 +303,7 @@ impl Db {
                     "INSERT INTO feedback (received_ms, service, card_uuid, outcome, outcome_timestamp, \
                          accepted_suggestions, reason_system, reason_code, reason_display, user_comment, card_known) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                         EXISTS (SELECT 1 FROM audit_card WHERE uuid = $3)) \
+                         EXISTS (SELECT 1 FROM audit_card_event WHERE uuid = $3)) \
                      ON CONFLICT (service, card_uuid, outcome, outcome_timestamp) DO NOTHING \
                      RETURNING card_known",
                 )
@@ -400,44 +431,25 @@ impl Db {
     pub(crate) async fn audit_records(&self) -> Result<Vec<StoredAudit>, StorageError> {
         on_db!(self, pool => {
             let events = sqlx::query(
-                "SELECT id, at_ms, service, hook_instance, patient_hash FROM audit_event ORDER BY at_ms, id",
-            )
-            .fetch_all(pool)
-            .await
-            .map_err(unavailable)?;
-            let cards = sqlx::query(
-                "SELECT event_id, uuid, topic, indicator, molecule, factors FROM audit_card ORDER BY id",
+                "SELECT id, at_ms, service, hook_instance, patient_hash, cards FROM audit_event \
+                 ORDER BY at_ms, id",
             )
             .fetch_all(pool)
             .await
             .map_err(unavailable)?;
             let mut out = Vec::with_capacity(events.len());
-            let mut index = std::collections::HashMap::new();
             for e in events {
                 let id: String = e.try_get(0).map_err(unavailable)?;
-                index.insert(id.clone(), out.len());
+                let text: String = e.try_get(5).map_err(unavailable)?;
+                let cards = cards::from_json(&text).map_err(|err| unreadable(&id, &err))?;
                 out.push(StoredAudit {
                     id,
                     at_ms: e.try_get(1).map_err(unavailable)?,
                     service: e.try_get(2).map_err(unavailable)?,
                     hook_instance: e.try_get(3).map_err(unavailable)?,
                     patient_hash: e.try_get(4).map_err(unavailable)?,
-                    cards: vec![],
+                    cards,
                 });
-            }
-            for c in cards {
-                let event: String = c.try_get(0).map_err(unavailable)?;
-                let factors: String = c.try_get(5).map_err(unavailable)?;
-                let card = AuditCard {
-                    uuid: c.try_get(1).map_err(unavailable)?,
-                    topic: c.try_get(2).map_err(unavailable)?,
-                    indicator: c.try_get(3).map_err(unavailable)?,
-                    molecule: c.try_get(4).map_err(unavailable)?,
-                    factors: serde_json::from_str(&factors).unwrap_or_default(),
-                };
-                if let Some(&i) = index.get(&event) {
-                    out[i].cards.push(card);
-                }
             }
             Ok(out)
         })
@@ -445,54 +457,94 @@ impl Db {
 
     async fn report(&self, period: Period) -> Result<Report, StorageError> {
         let (from, to) = period.bounds_ms();
+        // Per (topic, molecule): the distinct card uuids, and how many times cards were shown.
+        let mut tally: HashMap<(String, Option<String>), (HashSet<String>, i64)> = HashMap::new();
+        let mut feedback = Vec::new();
         on_db!(self, pool => {
-            let issued_rows = sqlx::query(
-                "SELECT topic, molecule, COUNT(DISTINCT uuid), COUNT(*) FROM audit_card \
-                 WHERE at_ms >= $1 AND at_ms < $2 GROUP BY topic, molecule",
+            // The period's events, read as a stream: a year of evaluations need not fit in
+            // memory at once, only its distinct cards.
+            let mut events = sqlx::query(
+                "SELECT id, cards FROM audit_event \
+                 WHERE at_ms >= $1 AND at_ms < $2 AND card_count > 0",
             )
             .bind(from)
             .bind(to)
-            .fetch_all(pool)
-            .await
-            .map_err(unavailable)?;
-            // Feedback is attributed to the latest audit record of its card (deterministic
-            // uuids repeat when the EHR calls again for the same order); none: unknown card.
-            let feedback_rows = sqlx::query(
-                "SELECT c.topic, c.molecule, f.outcome, f.reason_system, f.reason_code, f.reason_display, COUNT(*) \
+            .fetch(pool);
+            while let Some(e) = events.try_next().await.map_err(unavailable)? {
+                let id: String = e.try_get(0).map_err(unavailable)?;
+                let text: String = e.try_get(1).map_err(unavailable)?;
+                for c in cards::from_json(&text).map_err(|err| unreadable(&id, &err))? {
+                    let t = tally.entry((c.topic, c.molecule)).or_default();
+                    t.0.insert(c.uuid);
+                    t.1 += 1;
+                }
+            }
+            drop(events);
+            // Feedback is attributed to the latest audit record of its card (uuids repeat when
+            // the EHR calls again with the same hookInstance); none: an unknown card.
+            let rows = sqlx::query(
+                "SELECT f.card_uuid, e.id, e.cards, f.outcome, f.reason_system, f.reason_code, \
+                        f.reason_display, COUNT(*) \
                  FROM feedback f \
-                 LEFT JOIN audit_card c ON c.id = (SELECT MAX(c2.id) FROM audit_card c2 WHERE c2.uuid = f.card_uuid) \
+                 LEFT JOIN audit_event e ON e.id = ( \
+                     SELECT i.event_id FROM audit_card_event i WHERE i.uuid = f.card_uuid \
+                     ORDER BY i.at_ms DESC, i.event_id DESC LIMIT 1) \
                  WHERE f.received_ms >= $1 AND f.received_ms < $2 \
-                 GROUP BY c.topic, c.molecule, f.outcome, f.reason_system, f.reason_code, f.reason_display",
+                 GROUP BY f.card_uuid, e.id, e.cards, f.outcome, f.reason_system, f.reason_code, \
+                          f.reason_display",
             )
             .bind(from)
             .bind(to)
             .fetch_all(pool)
             .await
             .map_err(unavailable)?;
-            let mut issued = Vec::with_capacity(issued_rows.len());
-            for r in issued_rows {
-                issued.push(IssuedRow {
-                    topic: r.try_get(0).map_err(unavailable)?,
-                    molecule: r.try_get(1).map_err(unavailable)?,
-                    issued: r.try_get(2).map_err(unavailable)?,
-                    shown: r.try_get(3).map_err(unavailable)?,
-                });
-            }
-            let mut feedback = Vec::with_capacity(feedback_rows.len());
-            for r in feedback_rows {
+            for r in rows {
+                let uuid: String = r.try_get(0).map_err(unavailable)?;
+                let event: Option<String> = r.try_get(1).map_err(unavailable)?;
+                let text: Option<String> = r.try_get(2).map_err(unavailable)?;
+                let card = match (event, text) {
+                    (Some(id), Some(text)) => {
+                        let cards = cards::from_json(&text).map_err(|err| unreadable(&id, &err))?;
+                        let card = cards.into_iter().find(|c| c.uuid == uuid).ok_or_else(|| {
+                            StorageError::Unreadable(format!(
+                                "audit event {id} is indexed under a card it does not list"
+                            ))
+                        })?;
+                        Some(card)
+                    }
+                    _ => None,
+                };
+                let (topic, molecule) = match card {
+                    Some(c) => (Some(c.topic), c.molecule),
+                    None => (None, None),
+                };
                 feedback.push(FeedbackRow {
-                    topic: r.try_get(0).map_err(unavailable)?,
-                    molecule: r.try_get(1).map_err(unavailable)?,
-                    outcome: r.try_get(2).map_err(unavailable)?,
-                    reason_system: r.try_get(3).map_err(unavailable)?,
-                    reason_code: r.try_get(4).map_err(unavailable)?,
-                    reason_display: r.try_get(5).map_err(unavailable)?,
-                    count: r.try_get(6).map_err(unavailable)?,
+                    topic,
+                    molecule,
+                    outcome: r.try_get(3).map_err(unavailable)?,
+                    reason_system: r.try_get(4).map_err(unavailable)?,
+                    reason_code: r.try_get(5).map_err(unavailable)?,
+                    reason_display: r.try_get(6).map_err(unavailable)?,
+                    count: r.try_get(7).map_err(unavailable)?,
                 });
             }
-            Ok(Report::from_rows(period, issued, feedback))
-        })
+        });
+        let issued = tally
+            .into_iter()
+            .map(|((topic, molecule), (uuids, shown))| IssuedRow {
+                topic,
+                molecule,
+                issued: uuids.len() as i64,
+                shown,
+            })
+            .collect();
+        Ok(Report::from_rows(period, issued, feedback))
     }
+}
+
+/// An audit record whose cards cannot be read (only a hand edit of the database makes one).
+fn unreadable(event: &str, err: &serde_json::Error) -> StorageError {
+    StorageError::Unreadable(format!("audit event {event}: its cards: {err}"))
 }
 
 /// A feedback item as its columns.
@@ -750,7 +802,7 @@ mod tests {
 
     fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()
             .expect("a runtime")
             .block_on(f)
@@ -784,6 +836,227 @@ mod tests {
             }
         });
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The databases a migration test runs on: a SQLite file, and a scratch PostgreSQL
+    /// database when the test cluster is configured (see `crate::testing`).
+    fn backends(test: &str) -> Vec<(&'static str, Backend)> {
+        let dir = crate::testing::temp_dir(test);
+        let mut out = vec![("sqlite", Backend::Sqlite(dir.join("jakguard.sqlite3")))];
+        if let Some(base) = crate::testing::postgres_url(test) {
+            out.push((
+                "postgres",
+                Backend::Postgres(crate::testing::scratch_postgres(&base)),
+            ));
+        }
+        out
+    }
+
+    /// A database written by the first schema (a row per card) keeps every record, card and
+    /// attribution through migration 0002 (the cards into their event's row): the records
+    /// read back equal, the report counts the same, feedback about an old card is known.
+    #[test]
+    fn migrating_a_first_schema_database_keeps_every_record_and_attribution() {
+        // Three evaluations of the first schema: e1 with two cards (one about no molecule),
+        // e2 with none, e3 later showing e1's first card again (its latest record).
+        const V1: [&str; 6] = [
+            "INSERT INTO audit_event (id, at_ms, service, hook_instance, patient_hash, card_count) VALUES \
+             ('e1', 1000, 'jakguard-order-sign', 'h1', 'p1', 2), \
+             ('e2', 2000, 'jakguard-order-select', 'h2', 'p2', 0), \
+             ('e3', 3000, 'jakguard-order-sign', 'h1', 'p1', 1)",
+            "INSERT INTO audit_card (event_id, at_ms, uuid, topic, indicator, molecule, factors) VALUES \
+             ('e1', 1000, 'c1', 'ansm-restriction', 'warning', 'tofacitinib', '[\"age-65-plus\",\"smoker\"]')",
+            "INSERT INTO audit_card (event_id, at_ms, uuid, topic, indicator, molecule, factors) VALUES \
+             ('e1', 1000, 'c2', 'blood-count', 'info', NULL, '[]')",
+            "INSERT INTO audit_card (event_id, at_ms, uuid, topic, indicator, molecule, factors) VALUES \
+             ('e3', 3000, 'c1', 'ansm-restriction', 'critical', 'tofacitinib', '[\"age-65-plus\"]')",
+            "INSERT INTO feedback (received_ms, service, card_uuid, outcome, outcome_timestamp, \
+             accepted_suggestions, reason_system, reason_code, reason_display, user_comment, card_known) VALUES \
+             (4000, 'jakguard-order-sign', 'c1', 'overridden', 't1', '[]', 's', 'benefit', 'Benefit', NULL, TRUE), \
+             (4000, 'jakguard-order-sign', 'c2', 'accepted', 't1', '[]', NULL, NULL, NULL, NULL, TRUE)",
+            "INSERT INTO feedback (received_ms, service, card_uuid, outcome, outcome_timestamp, \
+             accepted_suggestions, reason_system, reason_code, reason_display, user_comment, card_known) VALUES \
+             (4000, 'jakguard-order-sign', 'never-issued', 'accepted', 't1', '[]', NULL, NULL, NULL, NULL, FALSE)",
+        ];
+        let card =
+            |uuid: &str, topic: &str, indicator: &str, molecule: Option<&str>, factors: &[&str]| {
+                AuditCard {
+                    uuid: uuid.into(),
+                    topic: topic.into(),
+                    indicator: indicator.into(),
+                    molecule: molecule.map(Into::into),
+                    factors: factors.iter().map(|f| (*f).into()).collect(),
+                }
+            };
+        for (name, backend) in backends("migration-0002") {
+            block_on(async {
+                let db = Db::connect(&backend, 2).await.expect("a database");
+                db.migrate_through(1).await.expect("the first schema");
+                on_db!(&db, pool => {
+                    for sql in V1 {
+                        sqlx::query(sql).execute(pool).await.expect("a first-schema row");
+                    }
+                });
+                db.migrate().await.expect("migrated");
+                db.migrate().await.expect("a second start migrates nothing");
+
+                let records = db.audit_records().await.expect("readable");
+                let got: Vec<(&str, i64, &str, &[AuditCard])> = records
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.id.as_str(),
+                            r.at_ms,
+                            r.patient_hash.as_str(),
+                            r.cards.as_slice(),
+                        )
+                    })
+                    .collect();
+                let e1 = [
+                    card(
+                        "c1",
+                        "ansm-restriction",
+                        "warning",
+                        Some("tofacitinib"),
+                        &["age-65-plus", "smoker"],
+                    ),
+                    card("c2", "blood-count", "info", None, &[]),
+                ];
+                let e3 = [card(
+                    "c1",
+                    "ansm-restriction",
+                    "critical",
+                    Some("tofacitinib"),
+                    &["age-65-plus"],
+                )];
+                assert_eq!(
+                    got,
+                    [
+                        ("e1", 1000, "p1", &e1[..]),
+                        ("e2", 2000, "p2", &[][..]),
+                        ("e3", 3000, "p1", &e3[..])
+                    ],
+                    "{name}"
+                );
+
+                let report = db.report(Period::default()).await.expect("a report");
+                // (topic, molecule, [issued, shown, accepted, overridden])
+                let rows: Vec<(&str, Option<&str>, [u64; 4])> = report
+                    .cards
+                    .iter()
+                    .map(|c| {
+                        let counts = [c.issued, c.shown, c.accepted, c.overridden];
+                        (c.topic.as_str(), c.molecule.as_deref(), counts)
+                    })
+                    .collect();
+                assert_eq!(
+                    rows,
+                    [
+                        ("ansm-restriction", Some("tofacitinib"), [1, 2, 0, 1]),
+                        ("blood-count", None, [1, 1, 1, 0])
+                    ],
+                    "{name}"
+                );
+                assert_eq!(report.unknown_cards.accepted, 1, "{name}");
+
+                // Feedback arriving after the migration finds the old cards by uuid.
+                let stored = db
+                    .store_feedback(
+                        "jakguard-order-sign",
+                        &[crate::tests::item("c2"), crate::tests::item("gone")],
+                    )
+                    .await
+                    .expect("stored");
+                assert_eq!((stored.stored, stored.unknown_cards), (2, 1), "{name}");
+
+                // The first schema's per-card table is kept, emptied, for the previous
+                // release's pods during a rolling update.
+                on_db!(&db, pool => {
+                    let old = sqlx::query("SELECT uuid FROM audit_card").fetch_all(pool).await;
+                    assert_eq!(old.map(|r| r.len()).ok(), Some(0), "{name}: audit_card");
+                });
+            });
+        }
+    }
+
+    /// During a rolling update the previous release's pods write a row per card into
+    /// `audit_card` and flag feedback about this release's cards as unknown; this release's
+    /// writer moves their cards into their events and clears the flags: nothing they recorded
+    /// is lost or misattributed.
+    #[test]
+    fn cards_written_by_the_previous_release_after_the_migration_are_moved_into_their_event() {
+        // What the previous release's statements write (bulk.rs and store_feedback of the
+        // first schema): an event without the cards column, its cards as rows; feedback
+        // flagged by a lookup in audit_card.
+        const PREVIOUS: [&str; 4] = [
+            "INSERT INTO audit_event (id, at_ms, service, hook_instance, patient_hash, card_count) VALUES \
+             ('old-1', 5000, 'jakguard-order-sign', 'h9', 'p9', 2)",
+            "INSERT INTO audit_card (event_id, at_ms, uuid, topic, indicator, molecule, factors) VALUES \
+             ('old-1', 5000, 'k1', 'ansm-restriction', 'warning', 'upadacitinib', '[\"smoker\"]'), \
+             ('old-1', 5000, 'k2', 'vte', 'warning', NULL, '[]')",
+            "INSERT INTO feedback (received_ms, service, card_uuid, outcome, outcome_timestamp, \
+             accepted_suggestions, reason_system, reason_code, reason_display, user_comment, card_known) VALUES \
+             (6000, 'jakguard-order-sign', 'k2', 'accepted', 't1', '[]', NULL, NULL, NULL, NULL, \
+              EXISTS (SELECT 1 FROM audit_card WHERE uuid = 'k2'))",
+            "INSERT INTO feedback (received_ms, service, card_uuid, outcome, outcome_timestamp, \
+             accepted_suggestions, reason_system, reason_code, reason_display, user_comment, card_known) VALUES \
+             (6000, 'jakguard-order-sign', 'new-1', 'accepted', 't1', '[]', NULL, NULL, NULL, NULL, \
+              EXISTS (SELECT 1 FROM audit_card WHERE uuid = 'new-1'))",
+        ];
+        for (name, backend) in backends("migration-0002-rolling") {
+            block_on(async {
+                let db = Db::connect(&backend, 2).await.expect("a database");
+                db.migrate().await.expect("migrated");
+                // A card of this release first, then the previous release's writes.
+                let ours = audit::PendingAudit {
+                    id: "new-event".into(),
+                    at_ms: 4000,
+                    service: "jakguard-order-sign".into(),
+                    hook_instance: "h8".into(),
+                    patient_hash: "p8".into(),
+                    cards: vec![AuditCard {
+                        uuid: "new-1".into(),
+                        topic: "ansm-restriction".into(),
+                        indicator: "warning".into(),
+                        molecule: Some("tofacitinib".into()),
+                        factors: vec![],
+                    }],
+                    queued: std::time::Instant::now(),
+                };
+                db.insert_audit(&[ours]).await.expect("written");
+                on_db!(&db, pool => {
+                    for sql in PREVIOUS {
+                        sqlx::query(sql).execute(pool).await.expect("a previous-release row");
+                    }
+                });
+                let mut conn = db.audit_connection().await.expect("a connection");
+                assert_eq!(conn.fold_legacy_cards().await.expect("moved"), 2, "{name}");
+                assert_eq!(
+                    conn.fold_legacy_cards().await.expect("nothing left"),
+                    0,
+                    "{name}"
+                );
+
+                let records = db.audit_records().await.expect("readable");
+                let old = records
+                    .iter()
+                    .find(|r| r.id == "old-1")
+                    .expect("the old event");
+                let uuids: Vec<&str> = old.cards.iter().map(|c| c.uuid.as_str()).collect();
+                assert_eq!(uuids, ["k1", "k2"], "{name}");
+                assert_eq!(old.cards[0].factors, ["smoker"], "{name}");
+                assert_eq!(old.cards[1].molecule, None, "{name}");
+                let feedback = db.all_feedback().await.expect("readable");
+                assert!(
+                    feedback.iter().all(|f| f.card_known),
+                    "{name}: {feedback:?}"
+                );
+                let report = db.report(Period::default()).await.expect("a report");
+                let vte = report.cards.iter().find(|c| c.topic == "vte").expect("vte");
+                assert_eq!((vte.issued, vte.accepted), (1, 1), "{name}");
+                assert_eq!(report.unknown_cards.accepted, 0, "{name}");
+            });
+        }
     }
 
     /// Start-up keeps trying: a database (or a disk) slow to answer the first attempts is
